@@ -1,0 +1,135 @@
+"""Reading images and normalising them for each consumer.
+
+Images enter marsam as numpy arrays of many kinds (H x W, H x W x 1/3/4; uint8, uint16, float,
+bool). Each consumer has exactly one function that turns any of them into what it needs:
+:func:`to_rgb_uint8` for SAM and GrabCut, :func:`to_gray_float` / :func:`to_model_input` for
+the U-Nets. Planetary products are often 10-12 bit data in 16-bit containers, so integer images
+beyond 8 bits are stretched between robust percentiles instead of divided by 65535 (which would
+leave them nearly black).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MarsamError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+MIN_SIDE = 8
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MarsamError(f"image folder {folder} does not exist; check the path")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as stored (bit depth and channels kept; RGB order)."""
+    import cv2
+    path = Path(path)
+    if not path.is_file():
+        raise MarsamError(f"image {path} does not exist; check the path")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        try:  # PIL reads a few formats OpenCV does not (e.g. some TIFF compressions)
+            from PIL import Image
+            with Image.open(path) as im:
+                img = np.asarray(im)
+        except Exception:
+            raise MarsamError(f"cannot read image {path}: the file is corrupt or not an image; "
+                              "re-export it as PNG, JPEG or TIFF") from None
+        return check_image(img, str(path))
+    if img.ndim == 3 and img.shape[2] == 3:
+        img = img[:, :, ::-1]
+    elif img.ndim == 3 and img.shape[2] == 4:
+        img = img[:, :, [2, 1, 0, 3]]
+    return check_image(np.ascontiguousarray(img), str(path))
+
+
+def check_image(img: np.ndarray, what: str = "image") -> np.ndarray:
+    """Refuse arrays that are not images, with a message that says what to pass instead."""
+    arr = np.asarray(img)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise MarsamError(f"{what} has shape {arr.shape}; expected H x W (grey), H x W x 3 (RGB) "
+                          "or H x W x 4 (RGBA)")
+    if arr.shape[0] < MIN_SIDE or arr.shape[1] < MIN_SIDE:
+        raise MarsamError(f"{what} is {arr.shape[1]}x{arr.shape[0]} pixels; marsam needs at least "
+                          f"{MIN_SIDE}x{MIN_SIDE}")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise MarsamError(f"{what} has dtype {arr.dtype}; expected an integer or float image")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise MarsamError(f"{what} contains NaN or infinite pixels; fill them (e.g. np.nan_to_num) first")
+    return arr
+
+
+def _stretch(arr: np.ndarray) -> np.ndarray:
+    """Float array scaled to [0, 1] between its 0.5 and 99.5 percentiles."""
+    a = arr.astype(np.float32)
+    lo, hi = np.percentile(a, [0.5, 99.5])
+    if hi <= lo:
+        lo, hi = float(a.min()), float(a.max())
+    if hi <= lo:
+        return np.zeros_like(a)
+    return np.clip((a - lo) / (hi - lo), 0.0, 1.0)
+
+
+def to_unit_float(img: np.ndarray, what: str = "image") -> np.ndarray:
+    """Any supported image to float32 in [0, 1], channels kept (alpha dropped)."""
+    arr = check_image(img, what)
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0
+    if np.issubdtype(arr.dtype, np.integer):
+        return _stretch(arr)
+    if arr.min() >= 0.0 and arr.max() <= 1.0:
+        return arr.astype(np.float32)
+    return _stretch(arr)
+
+
+def to_rgb_uint8(img: np.ndarray, what: str = "image") -> np.ndarray:
+    """H x W x 3 uint8, what SAM's predictor and OpenCV's GrabCut expect."""
+    arr = check_image(img, what)
+    if arr.dtype == np.uint8:
+        out = arr
+    else:
+        out = np.round(to_unit_float(arr, what) * 255.0).astype(np.uint8)
+    if out.ndim == 2:
+        out = np.repeat(out[:, :, None], 3, axis=2)
+    elif out.shape[2] == 4:
+        out = out[:, :, :3]
+    return np.ascontiguousarray(out)
+
+
+def to_gray_float(img: np.ndarray, what: str = "image") -> np.ndarray:
+    """H x W float32 in [0, 1]: the single-channel input of the U-Nets."""
+    arr = to_unit_float(img, what)
+    if arr.ndim == 3:
+        arr = arr.mean(axis=2)
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def to_model_input(img: np.ndarray, in_channels: int = 1, mean: float = 0.5, std: float = 0.25,
+                   what: str = "image"):
+    """A 1 x C x H x W float tensor normalised the way marsam's U-Nets were trained."""
+    import torch
+    if in_channels == 1:
+        arr = to_gray_float(img, what)[None]
+    elif in_channels == 3:
+        arr = to_unit_float(img, what)
+        if arr.ndim == 2:
+            arr = np.repeat(arr[:, :, None], 3, axis=2)
+        arr = arr.transpose(2, 0, 1)
+    else:
+        raise MarsamError(f"models take 1 or 3 input channels, not {in_channels}")
+    arr = (arr - mean) / std
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None]
