@@ -1,0 +1,122 @@
+"""Predict a label map for an image of any size: the one inference path of marsam.
+
+The napari "predict" widget and ``marsam explain`` both call :func:`predict`. Images are
+processed at their NATIVE resolution: the pixel scale of a user's image is unknown (a 1024 px
+navcam frame, a HiRISE crop), and resizing it to the training size would blur away the small
+rocks experts care most about; the U-Nets are fully convolutional, so they run at any size.
+Images larger than ``tile`` are cut into overlapping tiles, batched, and blended with a smooth
+(Hann) window so tile seams do not show; memory is bounded by ``batch_size`` tiles of ``tile``
+pixels however large the image is, and the accumulators are two float32 arrays
+(K x H x W and H x W).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoints import DEFAULT_NORMALIZATION, Checkpoint
+from .device import autocast, pick_device
+from .errors import MarsamError
+from .images import to_model_input
+
+
+@dataclass
+class Prediction:
+    probs: np.ndarray   # K x H x W float32 class probabilities (K = 2 for a single-logit head)
+    labels: np.ndarray  # H x W uint8 argmax class ids
+
+
+def _probs(logits: torch.Tensor) -> torch.Tensor:
+    if logits.shape[1] == 1:
+        p = torch.sigmoid(logits)
+        return torch.cat([1 - p, p], dim=1)
+    return torch.softmax(logits, dim=1)
+
+
+def _starts(size: int, tile: int, stride: int) -> list[int]:
+    if size <= tile:
+        return [0]
+    starts = list(range(0, size - tile, stride)) + [size - tile]
+    return sorted(set(starts))
+
+
+def _window(h: int, w: int) -> np.ndarray:
+    """Separable Hann window, strictly positive so every pixel has weight."""
+    def hann(n):
+        return 0.5 - 0.5 * np.cos(2 * np.pi * (np.arange(n) + 0.5) / n)
+    return np.outer(hann(h), hann(w)).astype(np.float32) + 1e-3
+
+
+def resolve_model(model: nn.Module | Checkpoint, normalization: dict | None) -> tuple[nn.Module, dict]:
+    """The network and the normalisation to use (explicit > checkpoint's > default)."""
+    norm = dict(DEFAULT_NORMALIZATION)
+    if isinstance(model, Checkpoint):
+        norm.update(model.normalization or {})
+        model = model.model
+    if not isinstance(model, nn.Module):
+        raise MarsamError(f"predict takes a marsam model or Checkpoint, not {type(model).__name__}")
+    norm.update(normalization or {})
+    if getattr(model, "model_name", "") == "sam_decoder":
+        raise MarsamError("this is a sam_decoder checkpoint: it segments SAM image embeddings, not images; "
+                          "predict with annotate's embeddings (the embedding cache plus the decoder) instead")
+    return model, norm
+
+
+@torch.no_grad()
+def predict(model: nn.Module | Checkpoint, image: np.ndarray, normalization: dict | None = None,
+            tile: int = 512, overlap: int = 64, device: str | torch.device | None = None,
+            batch_size: int = 4) -> Prediction:
+    """Class probabilities and labels of ``image`` (H x W [x 3|4], any dtype marsam reads).
+
+    ``normalization`` keys: ``in_channels``, ``mean``, ``std`` (a checkpoint's are used when
+    not given). ``tile``/``overlap`` bound memory for large images; a ``size`` entry (the
+    training input size) is recorded but not used to resize, see the module docstring.
+    """
+    if tile < 16:
+        raise MarsamError(f"tile must be at least 16 pixels, got {tile}")
+    if not 0 <= overlap < tile // 2:
+        raise MarsamError(f"overlap must be in 0..{tile // 2 - 1} for tile {tile}, got {overlap}")
+    if batch_size < 1:
+        raise MarsamError(f"batch size must be at least 1, got {batch_size}")
+    net, norm = resolve_model(model, normalization)
+    x = to_model_input(image, in_channels=int(norm.get("in_channels", 1)), mean=float(norm.get("mean", 0.5)),
+                       std=float(norm.get("std", 0.25)))
+    dev = pick_device(device) if device is not None else next(net.parameters()).device
+    was = net.training
+    net.to(dev).eval()
+    try:
+        h, w = x.shape[-2:]
+        if h <= tile and w <= tile:
+            with autocast(dev):
+                probs = _probs(net(x.to(dev)).float())[0].cpu().numpy()
+        else:
+            probs = _tiled(net, x, tile, overlap, dev, batch_size)
+    finally:
+        net.train(was)
+    probs = np.ascontiguousarray(probs, dtype=np.float32)
+    return Prediction(probs=probs, labels=probs.argmax(axis=0).astype(np.uint8))
+
+
+def _tiled(net: nn.Module, x: torch.Tensor, tile: int, overlap: int, dev: torch.device,
+           batch_size: int) -> np.ndarray:
+    h, w = x.shape[-2:]
+    th, tw = min(tile, h), min(tile, w)
+    stride = tile - overlap
+    boxes = [(y, xx) for y in _starts(h, th, stride) for xx in _starts(w, tw, stride)]
+    win = _window(th, tw)
+    acc = None
+    weight = np.zeros((h, w), np.float32)
+    for i in range(0, len(boxes), batch_size):
+        chunk = boxes[i:i + batch_size]
+        batch = torch.cat([x[..., y:y + th, xx:xx + tw] for y, xx in chunk]).to(dev)
+        with autocast(dev):
+            p = _probs(net(batch).float()).cpu().numpy()
+        if acc is None:
+            acc = np.zeros((p.shape[1], h, w), np.float32)
+        for (y, xx), pt in zip(chunk, p):
+            acc[:, y:y + th, xx:xx + tw] += pt * win
+            weight[y:y + th, xx:xx + tw] += win
+    return acc / weight

@@ -1,0 +1,29 @@
+"""Uncertainty read off one softmax: predictive entropy and one minus the max probability.
+
+Both need a single forward pass, so they are what the napari plugin can show live. Entropy
+uses natural logarithms, so it lies in [0, log K]; 1 - max p lies in [0, 1 - 1/K].
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+EPS = 1e-12
+
+
+def _as_tensor(probs: np.ndarray | torch.Tensor) -> torch.Tensor:
+    return probs if isinstance(probs, torch.Tensor) else torch.from_numpy(np.asarray(probs, np.float32))
+
+
+def predictive_entropy(probs: np.ndarray | torch.Tensor, dim: int = 0) -> np.ndarray | torch.Tensor:
+    """-sum_k p_k log p_k over the class axis ``dim`` (K x H x W -> H x W by default)."""
+    t = _as_tensor(probs).float()
+    ent = (-(t * torch.log(t.clamp_min(EPS))).sum(dim=dim)).clamp_min(0.0)
+    return ent if isinstance(probs, torch.Tensor) else ent.numpy()
+
+
+def max_prob_uncertainty(probs: np.ndarray | torch.Tensor, dim: int = 0) -> np.ndarray | torch.Tensor:
+    """1 - max_k p_k over the class axis ``dim``."""
+    t = _as_tensor(probs).float()
+    out = (1.0 - t.max(dim=dim).values).clamp_min(0.0)
+    return out if isinstance(probs, torch.Tensor) else out.numpy()
