@@ -1,0 +1,251 @@
+"""Readers for box files an expert (or another tool) produced: CSV, COCO JSON and YOLO text.
+
+All three give ``{image file name: [BoxPrompt, ...]}`` in image pixels with classes of one
+:class:`LabelSpec`. Problems with single boxes or images never stop the read: a box partly
+outside its image is clipped (warning), a zero-area or inverted box is rejected (message), a
+box for an image that does not exist is reported and dropped. Those messages go to the log and
+to the optional ``problems`` list so a CLI can summarise them. A class that is not in the label
+spec is a mistake in the whole file, so it raises :class:`MarsamError` naming the valid classes.
+
+Class mapping: ``class_map`` maps the file's class names (or YOLO ids as strings) to spec class
+names or ids; the key ``"*"`` maps every class not listed. Without a ``class_map`` the names are
+looked up in the spec directly, except for the ``hirise-pits`` spec, whose default is
+``{"*": "pit"}``: the five pit types of the HiRISE YOLO boxes all become its one ``pit`` class.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Mapping
+
+from segmodels.errors import MarsamError
+from segmodels.images import IMAGE_SUFFIXES
+from segmodels.labels import LabelSpec, get_label_spec
+
+from .prompts import BoxPrompt, clip_box
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("csv", "coco", "yolo")
+CSV_COLUMNS = ("image", "x0", "y0", "x1", "y1", "class")
+
+
+class _Classes:
+    def __init__(self, spec: LabelSpec, class_map: Mapping | None):
+        self.spec = spec
+        if class_map is None and spec.name == "hirise-pits":
+            class_map = {"*": "pit"}
+        self.map = {str(k): v for k, v in (class_map or {}).items()}
+
+    def __call__(self, name) -> int:
+        key = str(name).strip()
+        if key in self.map:
+            return self.spec.class_id(self.map[key])
+        if "*" in self.map:
+            return self.spec.class_id(self.map["*"])
+        try:
+            return self.spec.class_id(key)
+        except MarsamError:
+            raise MarsamError(f"unknown class {key!r} in the box file; label spec {self.spec.name!r} has "
+                              f"{', '.join(self.spec.classes)}; choose another --labels spec or map the "
+                              "class names (class_map)") from None
+
+
+class _Reader:
+    def __init__(self, images_dir, problems: list | None):
+        self.images_dir = Path(images_dir) if images_dir is not None else None
+        self.problems = problems if problems is not None else []
+        self.out: dict[str, list[BoxPrompt]] = {}
+        self.missing: set[str] = set()
+
+    def warn(self, msg: str) -> None:
+        log.warning(msg)
+        self.problems.append(msg)
+
+    def image_size(self, name: str) -> tuple[int, int] | None:
+        """(h, w) read from the image header, or None (reported) when the image is missing."""
+        from PIL import Image
+        path = self.images_dir / name
+        if not path.is_file():
+            if name not in self.missing:
+                self.missing.add(name)
+                self.warn(f"box file names image {name}, which is not in {self.images_dir}; its boxes are skipped")
+            return None
+        try:
+            with Image.open(path) as im:
+                return im.size[1], im.size[0]
+        except OSError:
+            self.warn(f"image {path} cannot be read; its boxes are skipped")
+            self.missing.add(name)
+            return None
+
+    def add(self, name: str, box, class_id: int, size: tuple[int, int] | None, where: str) -> None:
+        self.out.setdefault(name, [])
+        try:
+            if size is not None:
+                clipped, changed = clip_box(box, size)
+                if changed:
+                    self.warn(f"{where}: box {tuple(round(v, 1) for v in box)} lies partly outside the "
+                              f"{size[1]}x{size[0]} image {name}; clipped to {tuple(round(v, 1) for v in clipped)}")
+                box = clipped
+            else:
+                x0, y0, x1, y1 = box
+                if x1 - x0 < 1 or y1 - y0 < 1:
+                    raise MarsamError(f"box {tuple(box)} is inverted or has zero area")
+        except MarsamError as e:
+            self.warn(f"{where}: rejected: {e}")
+            return
+        self.out[name].append(BoxPrompt(box=box, class_id=class_id))
+
+
+def read_boxes(path, format: str, images_dir=None, label_spec: LabelSpec | str | None = None, *,
+               class_map: Mapping | None = None, problems: list | None = None) -> dict[str, list[BoxPrompt]]:
+    """Boxes per image file name. ``images_dir`` is where the images are (for sizes and existence)."""
+    path = Path(path)
+    if format not in FORMATS:
+        raise MarsamError(f"unknown box format {format!r}; use one of {', '.join(FORMATS)}")
+    if not path.exists():
+        raise MarsamError(f"box file {path} does not exist; check --boxes")
+    spec = get_label_spec(label_spec)
+    classes = _Classes(spec, class_map)
+    if images_dir is not None and not Path(images_dir).is_dir():
+        raise MarsamError(f"image folder {images_dir} does not exist; check --images")
+    if format == "csv":
+        return _read_csv(path, classes, images_dir, problems)
+    if format == "coco":
+        return _read_coco(path, classes, images_dir, problems)
+    return _read_yolo(path, classes, images_dir, problems)
+
+
+def _read_csv(path: Path, classes: _Classes, images_dir, problems) -> dict[str, list[BoxPrompt]]:
+    r = _Reader(images_dir, problems)
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        fields = {c.strip().lower(): c for c in (reader.fieldnames or [])}
+        lacking = [c for c in CSV_COLUMNS if c not in fields]
+        if lacking:
+            raise MarsamError(f"CSV box file {path} lacks column(s) {', '.join(lacking)}; the header must be "
+                              f"{','.join(CSV_COLUMNS)}")
+        for n, row in enumerate(reader, start=2):
+            where = f"{path.name} line {n}"
+            name = Path(row[fields["image"]].strip()).name
+            try:
+                box = tuple(float(row[fields[c]]) for c in ("x0", "y0", "x1", "y1"))
+            except (TypeError, ValueError):
+                r.warn(f"{where}: rejected: coordinates are not numbers")
+                continue
+            cid = classes(row[fields["class"]])
+            size = r.image_size(name) if r.images_dir is not None else None
+            if r.images_dir is not None and size is None:
+                continue
+            r.add(name, box, cid, size, where)
+    return r.out
+
+
+def _read_coco(path: Path, classes: _Classes, images_dir, problems) -> dict[str, list[BoxPrompt]]:
+    r = _Reader(images_dir, problems)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        images = {im["id"]: im for im in data["images"]}
+        cats = {c["id"]: c["name"] for c in data.get("categories", [])}
+        anns = data.get("annotations", [])
+    except (ValueError, KeyError, TypeError) as e:
+        raise MarsamError(f"{path} is not a COCO JSON file ({e}); it needs images, categories and annotations") from None
+    for im in images.values():
+        name = Path(im["file_name"]).name
+        if r.images_dir is None or r.image_size(name) is not None:
+            r.out.setdefault(name, [])
+    for k, a in enumerate(anns):
+        where = f"{path.name} annotation {a.get('id', k)}"
+        im = images.get(a.get("image_id"))
+        if im is None or "bbox" not in a:
+            r.warn(f"{where}: rejected: no image {a.get('image_id')!r} or no bbox")
+            continue
+        name = Path(im["file_name"]).name
+        if name in r.missing:
+            continue
+        cid = classes(cats.get(a.get("category_id"), a.get("category_id")))
+        x, y, w, h = (float(v) for v in a["bbox"])
+        size = (int(im["height"]), int(im["width"])) if "height" in im and "width" in im else \
+            (r.image_size(name) if r.images_dir is not None else None)
+        if r.images_dir is not None and not (r.images_dir / name).is_file():
+            r.image_size(name)  # reports the missing image once
+            continue
+        r.add(name, (x, y, x + w, y + h), cid, size, where)
+    return r.out
+
+
+def _yolo_names(start: Path) -> list[str] | None:
+    """Class names from the nearest data.yaml (YOLO's dataset file), if any."""
+    import yaml
+    for d in (start, *start.parents[:2]):
+        f = d / "data.yaml"
+        if f.is_file():
+            try:
+                names = (yaml.safe_load(f.read_text()) or {}).get("names")
+            except yaml.YAMLError as e:
+                raise MarsamError(f"{f} is not valid YAML ({e})") from None
+            if isinstance(names, dict):
+                return [str(names[k]) for k in sorted(names)]
+            if isinstance(names, list):
+                return [str(n) for n in names]
+    return None
+
+
+def _find_image(images_dir: Path, stem: str) -> str | None:
+    for suffix in IMAGE_SUFFIXES:
+        for s in (suffix, suffix.upper()):
+            if (images_dir / f"{stem}{s}").is_file():
+                return f"{stem}{s}"
+    return None
+
+
+def _read_yolo(path: Path, classes: _Classes, images_dir, problems) -> dict[str, list[BoxPrompt]]:
+    files = sorted(path.glob("*.txt")) if path.is_dir() else [path]
+    files = [f for f in files if f.name != "classes.txt"]
+    label_dir = path if path.is_dir() else path.parent
+    if images_dir is None:
+        images_dir = label_dir.parent / "images" if label_dir.name == "labels" else label_dir
+    r = _Reader(images_dir, problems)
+    names = _yolo_names(label_dir)
+    if not files:
+        raise MarsamError(f"no YOLO .txt files in {path}; point --boxes at the labels folder")
+    for f in files:
+        name = _find_image(r.images_dir, f.stem)
+        if name is None:
+            r.warn(f"{f.name} has no image {f.stem}.* in {r.images_dir}; its boxes are skipped")
+            continue
+        size = r.image_size(name)
+        if size is None:
+            continue
+        h, w = size
+        r.out.setdefault(name, [])
+        for n, line in enumerate(f.read_text().splitlines(), start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            where = f"{f.name} line {n}"
+            if len(parts) != 5:
+                r.warn(f"{where}: rejected: expected 'class cx cy w h', got {len(parts)} values")
+                continue
+            try:
+                cls = int(parts[0])
+                cx, cy, bw, bh = (float(v) for v in parts[1:])
+            except ValueError:
+                r.warn(f"{where}: rejected: not numbers")
+                continue
+            if names is not None and not 0 <= cls < len(names):
+                raise MarsamError(f"{where}: YOLO class {cls} is not in data.yaml ({len(names)} names)")
+            cid = classes(names[cls] if names is not None else cls)
+            box = ((cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h)
+            r.add(name, box, cid, size, where)
+    return r.out
+
+
+def images_with_boxes(boxes: dict[str, list[BoxPrompt]], images: list[os.PathLike]) -> dict[Path, list[BoxPrompt]]:
+    """Match a box file's image names against image paths (by file name)."""
+    by_name = {Path(p).name: Path(p) for p in images}
+    return {by_name[n]: b for n, b in boxes.items() if n in by_name}
