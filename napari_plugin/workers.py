@@ -1,0 +1,90 @@
+"""Running annotate's slow calls off the Qt thread.
+
+Why: embedding an image with SAM's ViT takes seconds; on the Qt thread napari would freeze
+("not responding"), which is the main complaint about tools that do so. Every engine call runs
+in a napari ``thread_worker`` (with napari's progress bar for the slow ones); results come back
+to the Qt thread through the worker's signals.
+
+:class:`EngineRunner` serialises calls to one engine: ``set_image`` and ``segment`` share the
+engine's current image, so two of them must never interleave. It has no Qt in it.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+import numpy as np
+
+from .notify import report
+
+
+class EngineRunner:
+    """One prompt engine, its lock and the token of the image it holds."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._token: object = object()   # matches no image yet
+
+    @property
+    def name(self) -> str:
+        return getattr(self.engine, "name", type(self.engine).__name__)
+
+    def _ensure_image(self, token, image: np.ndarray) -> None:
+        if self._token != token:
+            self._token = None          # a failure below must not leave a stale token
+            self.engine.set_image(image)
+            self._token = token
+
+    def set_image(self, token, image: np.ndarray) -> object:
+        """The slow step for SAM (embedding, read from annotate's cache when it is there)."""
+        with self._lock:
+            self._ensure_image(token, image)
+        return token
+
+    def segment(self, token, image: np.ndarray, prompts: list) -> list[np.ndarray]:
+        with self._lock:
+            self._ensure_image(token, image)
+            return self.engine.segment(prompts)
+
+
+class _Failed:
+    """What a worker returns instead of raising: napari would otherwise both re-raise the error
+    in Qt and show its traceback; this way it becomes one notification (see :mod:`.notify`)."""
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def _catching(fn: Callable, *args):
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 - handed to the Qt thread and shown there
+        return _Failed(e)
+
+
+def start(fn: Callable, *args, on_done: Callable | None = None, doing: str = "",
+          progress: str | None = None, on_finally: Callable | None = None):
+    """Run ``fn(*args)`` in a napari worker thread; ``on_done(result)`` runs on the Qt thread.
+
+    ``progress`` names an (indeterminate) napari progress bar shown while it runs. Errors are
+    shown as notifications, never raised into Qt; ``on_finally()`` runs after success or error.
+    """
+    from napari.qt.threading import create_worker
+    kwargs = {"_progress": {"desc": progress}} if progress else {}
+    worker = create_worker(_catching, fn, *args, _start_thread=False, _ignore_errors=True, **kwargs)
+
+    def _returned(result):
+        if isinstance(result, _Failed):
+            report(result.exc, doing)
+        elif on_done is not None:
+            try:
+                on_done(result)
+            except Exception as e:  # noqa: BLE001
+                report(e, doing)
+        if on_finally is not None:
+            on_finally()
+
+    worker.returned.connect(_returned)
+    worker.start()
+    return worker
