@@ -47,6 +47,13 @@ class EngineRunner:
             self._ensure_image(token, image)
             return self.engine.segment(prompts)
 
+    def locked(self, fn: Callable, *args):
+        """``fn(*args)`` while holding the engine's lock, so the SAM model is never run by two
+        threads at once: a background prefetch running the encoder beside a foreground embedding
+        hung the whole napari process in testing."""
+        with self._lock:
+            return fn(*args)
+
 
 class _Failed:
     """What a worker returns instead of raising: napari would otherwise both re-raise the error

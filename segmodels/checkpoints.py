@@ -61,17 +61,21 @@ def _sniff(path: Path) -> None:
         raise MarsamError(f"checkpoint {path} does not exist; check the path")
     with open(path, "rb") as f:
         head = f.read(16)
+    size = path.stat().st_size
+    # A safetensors file is an 8-byte little-endian header length followed by a JSON header. Test
+    # that first: the length's low byte may be 0x80, which alone would look like a pickle.
+    if len(head) >= 9 and head[8:9] == b"{":
+        (n,) = struct.unpack("<Q", head[:8])
+        if n <= size - 8:
+            return
+        raise MarsamError(f"checkpoint {path} is truncated; re-download or re-train it")
     if head[:2] == b"PK" or head[:1] == b"\x80" or path.suffix in (".pt", ".pth", ".ckpt", ".pkl"):
         raise MarsamError(
             f"{path} is a pickled PyTorch file; marsam never unpickles checkpoints because that can "
             "run arbitrary code. Load it yourself with torch.load(..., weights_only=True) and re-save "
             "it with segmodels.checkpoints.save_checkpoint, or use the .safetensors file marsam wrote")
-    if len(head) < 8:
-        raise MarsamError(f"checkpoint {path} is truncated ({len(head)} bytes); re-download or re-train it")
-    (n,) = struct.unpack("<Q", head[:8])
-    if n > path.stat().st_size - 8 or head[8:9] != b"{":
-        raise MarsamError(f"checkpoint {path} is truncated or not a safetensors file; "
-                          "re-download or re-train it")
+    raise MarsamError(f"checkpoint {path} is truncated or not a safetensors file "
+                      f"({size} bytes); re-download or re-train it")
 
 
 def read_metadata(path: str | os.PathLike) -> dict:

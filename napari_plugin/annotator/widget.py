@@ -295,7 +295,8 @@ class AnnotatorWidget(AnnotatorControls):
             self._prefetches -= 1
 
         self._prefetches += 1
-        self.prefetch_worker = workers.start(project.prefetch, self.runner.engine, self.state.image_paths[i],
+        self.prefetch_worker = workers.start(self.runner.locked, project.prefetch, self.runner.engine,
+                                             self.state.image_paths[i],
                                              on_finally=finished,
                                              doing="embedding the next image")
 

@@ -191,3 +191,20 @@ def test_models_cli_json_and_table():
     table = subprocess.run([sys.executable, "-m", "segmodels.cli", "models"],
                            capture_output=True, text=True, check=True).stdout
     assert "attention_unet" in table and "GFLOPs" in table
+
+
+def test_safetensors_whose_header_length_starts_with_0x80_is_not_taken_for_a_pickle(tmp_path):
+    """A header length with low byte 0x80 (1 file in 32) once made a good checkpoint look pickled."""
+    from safetensors.torch import save_file
+    model = UNet(base=4)
+    good = save_checkpoint(tmp_path / "good", model, AI4MARS)
+    meta = read_metadata(good)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    for pad in range(300):  # vary the metadata length until the header length's low byte is 0x80
+        meta["training"] = {"note": "x" * pad}
+        path = tmp_path / "odd.safetensors"
+        save_file(state, str(path), metadata={"marsam": json.dumps(meta)})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    assert load_checkpoint(path).model_name == "unet"

@@ -1,0 +1,180 @@
+"""``marsam train teacher|decoder|student``, ``marsam evaluate`` and ``marsam experiment``.
+
+Settings come from a profile (``--config cpu`` / ``gpu``) or a YAML file, then the named flags,
+then ``--set key=value`` overrides (any field of :class:`distill.config.TrainConfig`). The
+chosen settings are printed first, so every log states the profile it ran with.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from segmodels.errors import MarsamError
+
+_FLAG_KEYS = ("data", "epochs", "size", "limit", "val_limit", "batch_size", "device", "seed", "lr",
+              "teacher_base", "student_base", "channels", "threads")
+
+
+def _config(args):
+    from .config import load_config
+    overrides = {}
+    for k in _FLAG_KEYS:
+        v = getattr(args, k, None)
+        if v is not None:
+            overrides[k] = v
+    for k in ("teacher", "decoder"):
+        if getattr(args, k, None):
+            overrides[f"{k}_checkpoint"] = getattr(args, k)
+    if getattr(args, "no_distill", False):
+        overrides["distill"] = False
+    if getattr(args, "no_augment", False):
+        overrides["augment"] = False
+    from .config import parse_overrides
+    overrides.update(parse_overrides(args.set))
+    return load_config(args.config, overrides)
+
+
+def _say_config(kind: str, cfg, out: Path) -> None:
+    import torch
+    print(f"marsam train {kind}: data {cfg.data} (train {cfg.train_split!r}"
+          f"{f', first {cfg.limit} by hash order' if cfg.limit else ''}; val {cfg.val_split!r}"
+          f"{f', {cfg.val_limit} images' if cfg.val_limit else ''}), {cfg.size} px, {cfg.channels} channel(s), "
+          f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr}, seed {cfg.seed}, "
+          f"teacher base {cfg.teacher_base}, student base {cfg.student_base}, torch threads "
+          f"{cfg.threads or torch.get_num_threads()} -> {out}", flush=True)
+
+
+def _sam(cfg):
+    from annotate.sam_loading import load_sam
+    return load_sam(cfg.sam_model_type, cfg.sam_checkpoint, None if cfg.device == "auto" else cfg.device)
+
+
+def _train(args) -> int:
+    from .train_loop import describe_result
+    cfg = _config(args)
+    out = Path(args.out or f"runs/{args.kind}")
+    _say_config(args.kind, cfg, out)
+
+    def report(epoch, total, m):
+        val = f", val mIoU {m['val_miou']:.4f}" if m.get("val_miou") is not None else ""
+        print(f"epoch {epoch}/{total}: train loss {m.get('train_loss', float('nan')):.4f}{val} "
+              f"({m.get('seconds', 0):.0f} s)", flush=True)
+    if args.kind == "teacher":
+        from .teacher import train_teacher
+        result = train_teacher(cfg, out, progress=report, show_progress=True)
+    elif args.kind == "student":
+        from .student import train_student
+        sam = _sam(cfg) if cfg.distill and cfg.distill_from in ("decoder", "average") else None
+        result = train_student(cfg, out, sam_model=sam, progress=report, show_progress=True)
+    else:
+        from .decoder import train_decoder
+        result = train_decoder(cfg, out, _sam(cfg), progress=report, show_progress=True)
+    print(describe_result(result))
+    return 0
+
+
+def _evaluate(args) -> int:
+    from segmodels.checkpoints import load_checkpoint
+    from .data import open_dataset
+    from .evaluate import evaluate, write_evaluation
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    ckpt = load_checkpoint(args.checkpoint)
+    trained = ckpt.training.get("config", {})
+    size = args.size or trained.get("size") or 256
+    channels = int(ckpt.normalization.get("in_channels", 1)) if ckpt.model_name != "sam_decoder" else 3
+    data = args.data or trained.get("data")
+    if not data:
+        raise MarsamError("give the data to evaluate on with --data")
+    is_decoder = ckpt.model_name == "sam_decoder"
+    if is_decoder and not args.size:
+        size = None      # SAM resizes every image itself; evaluate at the images' own size
+    ds = open_dataset(data, args.split, size, channels, label_spec=ckpt.label_spec, limit=args.limit,
+                      progress=True, mixed_sizes=is_decoder)
+    sam = None
+    if ckpt.model_name == "sam_decoder":
+        from annotate.sam_loading import load_sam
+        sam = load_sam(args.sam_model_type, args.sam_checkpoint, args.device)
+    result = evaluate(ckpt, ds, batch_size=args.batch_size, device=args.device, speed=not args.no_speed,
+                      sam_model=sam, progress=True)
+    result["checkpoint"] = str(args.checkpoint)
+    out = Path(args.json or Path(args.checkpoint).with_name(f"eval-{args.split}.json"))
+    paths = write_evaluation(result, out, ds.label_spec)
+    ious = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in result["iou_per_class"].items())
+    print(f"{ckpt.model_name} on {data} ({args.split}, {result['images']} images, {size or 'original'} px): mIoU "
+          f"{result['miou']:.4f} ({ious}), pixel accuracy {result['pixel_accuracy']:.4f}, "
+          f"{result.get('images_per_second', float('nan')):.1f} images/s on {result['machine']['device']}")
+    print(json.dumps(paths))
+    return 0
+
+
+def _label_efficiency(args) -> int:
+    from .experiments import label_efficiency
+    cfg = _config(args)
+    ns = [int(v) for v in args.ns.split(",")] if args.ns else None
+    sam = _sam(cfg) if args.model == "decoder" else None
+    out = Path(args.out or f"runs/label-efficiency-{args.model}")
+    table = label_efficiency(cfg, out, model=args.model, ns=ns, sam_model=sam, show_progress=True)
+    for row in table["rows"]:
+        print(f"N={row['n']:>3}: val mIoU {row['miou']:.4f}, macro F1 {row['macro_f1']:.4f}")
+    print(json.dumps(table["files"]))
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="cpu", help="profile (cpu, gpu) or YAML file [cpu]")
+    p.add_argument("--data", help="HF hub id, saved HF dataset, images/+masks/ folder or session folder")
+    p.add_argument("--out", help="output folder [runs/<kind>]")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--size", type=int, help="input size in pixels (multiple of 16)")
+    p.add_argument("--limit", type=int, help="use the first N training images (fixed hash order)")
+    p.add_argument("--val-limit", dest="val_limit", type=int)
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps [auto]")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--channels", type=int, choices=(1, 3))
+    p.add_argument("--teacher-base", dest="teacher_base", type=int)
+    p.add_argument("--student-base", dest="student_base", type=int)
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any setting, e.g. --set alpha=0.7 (repeatable)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train the teacher, the SAM domain decoder or the distilled student")
+    p.add_argument("kind", choices=("teacher", "decoder", "student"))
+    _common(p)
+    p.add_argument("--teacher", help="teacher checkpoint for distillation (.safetensors)")
+    p.add_argument("--decoder", help="domain decoder checkpoint (distill_from decoder/average)")
+    p.add_argument("--no-distill", action="store_true", help="student on labels alone (the baseline)")
+    p.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="mIoU, per-class IoU, P/R/F1, ECE, params and speed of a checkpoint")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
+    e.add_argument("--split", default="val")
+    e.add_argument("--json", help="output JSON; .md and .png are written next to it")
+    e.add_argument("--size", type=int, help="input size (default: the training size)")
+    e.add_argument("--limit", type=int)
+    e.add_argument("--batch-size", dest="batch_size", type=int, default=8)
+    e.add_argument("--device")
+    e.add_argument("--no-speed", action="store_true", help="skip the images/s measurement")
+    e.add_argument("--threads", type=int, help="torch CPU threads (on shared cores 1 is often fastest)")
+    e.add_argument("--sam-model-type", default="vit_b")
+    e.add_argument("--sam-checkpoint")
+    e.set_defaults(func=_evaluate)
+
+    x = sub.add_parser("experiment", help="experiments of the paper")
+    xs = x.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+    le = xs.add_parser("label-efficiency", help="train for N in {5,10,15,20,25,50} labelled images; table + plot")
+    _common(le)
+    le.add_argument("--model", choices=("decoder", "student"), default="decoder")
+    le.add_argument("--ns", help="comma-separated N values [5,10,15,20,25,50]")
+    le.add_argument("--teacher", help="teacher checkpoint when --model student distils")
+    le.add_argument("--decoder", help=argparse.SUPPRESS)
+    le.add_argument("--no-distill", action="store_true")
+    le.set_defaults(func=_label_efficiency)

@@ -1,0 +1,205 @@
+"""Evaluation: accuracy over a whole split, calibration, cost and speed, plus the reports.
+
+``evaluate`` runs a model over a dataset and returns one dict (the JSON report): mIoU,
+per-class IoU/precision/recall/F1, micro and macro P/R/F1, pixel accuracy, the confusion matrix,
+expected calibration error, parameters, GFLOPs at the evaluated input size and images per second
+on the current device. ``write_evaluation`` writes it as JSON, a markdown table and a PNG grid
+(image / ground truth / prediction, coloured by the label spec).
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from segmodels.atomic import atomic_path, atomic_write_json, atomic_write_text
+from segmodels.checkpoints import Checkpoint, load_checkpoint
+from segmodels.device import pick_device
+from segmodels.errors import MarsamError
+from segmodels.labels import LabelSpec
+from segmodels.stats import count_params, gflops
+
+from .data import SegmentationDataset
+from .metrics import SegmentationMetrics, confusion_to_markdown
+
+
+def _resolve(checkpoint_or_model) -> tuple[nn.Module, dict, LabelSpec | None, str, dict]:
+    obj = checkpoint_or_model
+    if isinstance(obj, (str, os.PathLike)):
+        obj = load_checkpoint(obj)
+    if isinstance(obj, Checkpoint):
+        return obj.model, obj.normalization, obj.label_spec, obj.model_name, obj.training
+    if isinstance(obj, nn.Module):
+        return obj, {}, None, getattr(obj, "model_name", type(obj).__name__), {}
+    raise MarsamError(f"cannot evaluate {type(obj).__name__}; give a checkpoint path or a model")
+
+
+@torch.no_grad()
+def measure_speed(model: nn.Module, input_shape: tuple[int, ...], device: torch.device,
+                  min_seconds: float = 2.0, min_runs: int = 5, warmup: int = 2) -> float:
+    """Images per second for batch-1 inference (what a user clicking one image waits for)."""
+    model.eval()
+    x = torch.zeros(input_shape, device=device)
+    for _ in range(warmup):
+        model(x)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    runs, t0 = 0, time.perf_counter()
+    while runs < min_runs or time.perf_counter() - t0 < min_seconds:
+        model(x)
+        runs += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return runs * input_shape[0] / (time.perf_counter() - t0)
+
+
+def machine_info(device: torch.device | None = None) -> dict:
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "device": str(device) if device is not None else "cpu"}
+    if device is not None and device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _renorm(x: torch.Tensor, data_norm: dict, model_norm: dict) -> torch.Tensor:
+    m, s = model_norm.get("mean"), model_norm.get("std")
+    if m is None or (m, s) == (data_norm["mean"], data_norm["std"]):
+        return x
+    return (x * data_norm["std"] + data_norm["mean"] - m) / s
+
+
+@torch.no_grad()
+def evaluate(checkpoint_or_model, dataset: SegmentationDataset, batch_size: int = 8,
+             device: str | torch.device | None = None, speed: bool = True, sam_model=None,
+             grid_samples: int = 6, progress: bool = False) -> dict:
+    """Metrics of a checkpoint (path / Checkpoint / module) on ``dataset``; see the module doc."""
+    model, norm, spec, name, training = _resolve(checkpoint_or_model)
+    dev = pick_device(device)
+    model = model.to(dev).eval()
+    if spec is not None and spec.classes != dataset.label_spec.classes:
+        raise MarsamError(f"the model predicts {list(spec.classes)} but the dataset is labelled with "
+                          f"{list(dataset.label_spec.classes)}; evaluate on data with the model's label spec")
+    spec = dataset.label_spec
+    metrics = SegmentationMetrics(spec.num_classes, spec.ignore_index)
+    samples = []
+    is_decoder = name == "sam_decoder"
+    t0 = time.perf_counter()
+    if is_decoder:
+        from .decoder import decoder_image_logits
+        if sam_model is None:
+            raise MarsamError("evaluating a SAM domain decoder needs SAM's image encoder; pass sam_model "
+                              "(CLI: --sam-model-type/--sam-checkpoint)")
+        it = range(len(dataset))
+        if progress:
+            from tqdm import tqdm
+            it = tqdm(it, desc="evaluating", unit="img", leave=False)
+        for i in it:
+            logits = decoder_image_logits(model, sam_model, dataset.images[i])
+            y = torch.from_numpy(dataset.masks[i].astype(np.int64))[None]
+            metrics.update(logits.cpu(), y)
+            if len(samples) < grid_samples:
+                samples.append((dataset.image_float(i), dataset.masks[i], logits[0].argmax(0).cpu().numpy()))
+    else:
+        in_ch = getattr(model, "in_channels", dataset.channels)
+        if in_ch != dataset.channels:
+            raise MarsamError(f"the model takes {in_ch}-channel input but the dataset was opened with "
+                              f"{dataset.channels}; open it with channels={in_ch}")
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+        it = loader
+        if progress:
+            from tqdm import tqdm
+            it = tqdm(loader, desc="evaluating", unit="batch", leave=False)
+        for batch in it:
+            x = _renorm(batch["x"], dataset.normalization, norm).to(dev)
+            logits = model(x).float().cpu()
+            metrics.update(logits, batch["y"])
+            pred = logits.argmax(1).numpy()
+            for j, idx in enumerate(batch["index"].tolist()):
+                if len(samples) < grid_samples:
+                    samples.append((dataset.image_float(idx), dataset.masks[idx], pred[j]))
+    seconds = time.perf_counter() - t0
+    result = metrics.compute(spec.classes)
+    size = dataset.size or dataset.masks[0].shape[0]
+    shape = (1, 256, 64, 64) if is_decoder else (1, dataset.channels, size, size)
+    result.update({
+        "model": name, "checkpoint": str(checkpoint_or_model) if isinstance(checkpoint_or_model, (str, os.PathLike))
+        else None, "label_spec": spec.name, "classes": list(spec.classes),
+        "data": dataset.source, "split": dataset.split, "images": len(dataset),
+        "skipped": [list(s) for s in dataset.skipped], "input_size": size,
+        "params": count_params(model), "gflops": round(gflops(model.cpu(), shape), 4),
+        "evaluation_seconds": round(seconds, 2),
+        "images_per_second_batch": round(len(dataset) / seconds, 3) if seconds > 0 else None,
+        "machine": machine_info(dev), "training": training,
+    })
+    model.to(dev)
+    if speed and not is_decoder:
+        result["images_per_second"] = round(measure_speed(model, shape, dev), 3)
+    elif is_decoder:
+        result["images_per_second"] = result["images_per_second_batch"]   # includes SAM's encoder
+    result["_samples"] = samples
+    return result
+
+
+def to_markdown(result: dict) -> str:
+    names = result["classes"]
+    lines = [f"# Evaluation of {result['model']} on {result['data']} ({result['split']}, {result['images']} images)", "",
+             "| metric | value |", "|---|---|"]
+    for k in ("miou", "pixel_accuracy", "macro_precision", "macro_recall", "macro_f1", "micro_f1", "ece"):
+        lines.append(f"| {k} | {result[k]:.4f} |")
+    lines += [f"| params | {result['params']:,} |", f"| GFLOPs ({result['input_size']} px) | {result['gflops']:.3f} |",
+              f"| images/s ({result['machine']['device']}) | {result.get('images_per_second', float('nan')):.2f} |",
+              "", "| class | IoU | precision | recall | F1 |", "|---|---|---|---|---|"]
+
+    def f(v):
+        return "n/a" if v is None else f"{v:.4f}"
+    for n in names:
+        lines.append(f"| {n} | {f(result['iou_per_class'][n])} | {f(result['precision_per_class'][n])} | "
+                     f"{f(result['recall_per_class'][n])} | {f(result['f1_per_class'][n])} |")
+    lines += ["", "Confusion matrix (pixels):", "", confusion_to_markdown(result["confusion_matrix"], names), ""]
+    if result.get("skipped"):
+        lines.append(f"{len(result['skipped'])} pairs skipped: " +
+                     "; ".join(f"{i} ({w})" for i, w in result["skipped"][:10]))
+    return "\n".join(lines) + "\n"
+
+
+def save_grid(path: str | os.PathLike, samples, label_spec: LabelSpec) -> None:
+    """PNG grid: one row per sample, columns image / ground truth / prediction."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    n = max(1, len(samples))
+    fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.5 * n + 0.6), squeeze=False)
+    for r, (img, gt, pred) in enumerate(samples):
+        for c, (arr, title) in enumerate(((img, "image"), (label_spec.colorize(gt), "ground truth"),
+                                          (label_spec.colorize(pred.astype(np.uint8)), "prediction"))):
+            ax = axes[r, c]
+            ax.imshow(arr, cmap="gray" if arr.ndim == 2 else None, vmin=0, vmax=1 if arr.ndim == 2 else None)
+            ax.set_axis_off()
+            if r == 0:
+                ax.set_title(title)
+    handles = [Patch(color=np.array(c) / 255, label=n) for n, c in zip(label_spec.classes, label_spec.colors)]
+    handles.append(Patch(color="black", label="unlabelled"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+
+
+def write_evaluation(result: dict, json_path: str | os.PathLike, label_spec: LabelSpec) -> dict:
+    """JSON at ``json_path``, markdown and PNG grid next to it (same stem); returns the paths."""
+    json_path = Path(json_path)
+    samples = result.pop("_samples", [])
+    atomic_write_json(json_path, result)
+    md, png = json_path.with_suffix(".md"), json_path.with_suffix(".png")
+    atomic_write_text(md, to_markdown(result))
+    save_grid(png, samples, label_spec)
+    return {"json": str(json_path), "markdown": str(md), "grid": str(png)}

@@ -1,0 +1,102 @@
+"""Losses: (focal) cross-entropy on labels, knowledge distillation and channel-wise distillation.
+
+Ignored pixels (255) are masked out of every term, including the distillation terms: the
+teacher's opinion on pixels nobody labelled (sky, rover body) is exactly what the student should
+not copy blindly, and keeping them would make the label-only and distilled students see
+different pixels.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segmodels.labels import IGNORE_INDEX
+
+
+def inverse_frequency_weights(counts: np.ndarray, max_ratio: float = 10.0) -> torch.Tensor:
+    """Class weights proportional to 1 / frequency, normalised to mean 1 over present classes.
+
+    Clipped to ``max_ratio`` times the smallest weight so a class with a handful of pixels
+    cannot dominate the loss; absent classes get weight 0 (nothing to learn from).
+    """
+    counts = np.asarray(counts, np.float64)
+    present = counts > 0
+    w = np.zeros_like(counts)
+    if not present.any():
+        return torch.ones(len(counts))
+    w[present] = counts[present].sum() / counts[present]
+    w[present] = np.minimum(w[present], w[present].min() * max_ratio)
+    w[present] /= w[present].mean()
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                      focal_gamma: float = 0.0, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Mean (weighted) CE, or focal loss (Lin et al. 2017) with ``focal_gamma > 0``, over labelled pixels."""
+    logits = logits.float()
+    valid = target != ignore_index
+    if not valid.any():
+        return logits.sum() * 0.0
+    if weight is not None:
+        weight = weight.to(logits.device)
+    ce = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index, reduction="none")
+    if focal_gamma > 0:
+        logp = F.log_softmax(logits, dim=1)
+        pt = logp.gather(1, target.clamp_max(logits.shape[1] - 1).unsqueeze(1)).squeeze(1).exp()
+        ce = ce * (1 - pt).pow(focal_gamma)
+    if weight is not None:
+        denom = weight[target[valid]].sum().clamp_min(1e-8)
+        return ce[valid].sum() / denom
+    return ce[valid].mean()
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
+            temperature: float = 2.0, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """T^2 * KL(teacher || student) of temperature-softened distributions, mean over labelled pixels."""
+    t = float(temperature)
+    log_s = F.log_softmax(student_logits.float() / t, dim=1)
+    log_t = F.log_softmax(teacher_logits.float() / t, dim=1)
+    kl = (log_t.exp() * (log_t - log_s)).sum(dim=1)
+    valid = target != ignore_index
+    if not valid.any():
+        return student_logits.sum() * 0.0
+    return kl[valid].mean() * t * t
+
+
+def cwd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
+             temperature: float = 4.0, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Channel-wise distillation (Shu et al. 2021): per class channel, KL between the teacher's
+    and the student's softmax over *spatial positions*; ignored pixels are removed from both
+    spatial distributions. Averaged over channels and images, scaled by T^2."""
+    t = float(temperature)
+    n, k = student_logits.shape[:2]
+    valid = (target != ignore_index).reshape(n, 1, -1)
+    s = student_logits.float().reshape(n, k, -1) / t
+    te = teacher_logits.float().reshape(n, k, -1) / t
+    neg = torch.finfo(torch.float32).min / 4
+    s = s.masked_fill(~valid, neg)
+    te = te.masked_fill(~valid, neg)
+    log_s = F.log_softmax(s, dim=2)
+    log_t = F.log_softmax(te, dim=2)
+    kl = (log_t.exp() * (log_t - log_s)).masked_fill(~valid, 0.0).sum(dim=2)  # n x k
+    has = valid.any(dim=2).expand(n, k)
+    if not has.any():
+        return student_logits.sum() * 0.0
+    return kl[has].mean() * t * t
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
+                      alpha: float = 0.5, temperature: float = 2.0, weight: torch.Tensor | None = None,
+                      focal_gamma: float = 0.0, cwd: float = 0.0,
+                      ignore_index: int = IGNORE_INDEX) -> tuple[torch.Tensor, dict]:
+    """alpha * CE(labels) + (1 - alpha) * T^2 * KL(teacher || student) [+ cwd * CWD]; also the parts."""
+    ce = segmentation_loss(student_logits, target, weight, focal_gamma, ignore_index)
+    kd = kd_loss(student_logits, teacher_logits.detach(), target, temperature, ignore_index)
+    loss = alpha * ce + (1 - alpha) * kd
+    parts = {"ce": float(ce.detach()), "kd": float(kd.detach())}
+    if cwd > 0:
+        c = cwd_loss(student_logits, teacher_logits.detach(), target, ignore_index=ignore_index)
+        loss = loss + cwd * c
+        parts["cwd"] = float(c.detach())
+    return loss, parts

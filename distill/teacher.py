@@ -1,0 +1,88 @@
+"""Supervised training on labels: the Attention U-Net teacher (and the label-only student).
+
+The teacher learns from labels alone with (focal) cross-entropy and inverse-frequency class
+weights; the same task trains a student without a teacher, which is the baseline the distilled
+student has to beat with the same seed and schedule.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from segmodels.errors import MarsamError
+from segmodels.networks import build_model
+
+from .config import TrainConfig
+from .data import SegmentationDataset, open_dataset
+from .losses import inverse_frequency_weights, segmentation_loss
+from .train_loop import ProgressFn, StopFn, Task, TrainResult, fit, seed_everything
+
+
+class SupervisedTask(Task):
+    """Labels only: (focal) CE with optional inverse-frequency class weights."""
+
+    def __init__(self, model: nn.Module, dataset: SegmentationDataset, config: TrainConfig, kind: str,
+                 info: dict | None = None):
+        super().__init__(model, dataset.label_spec, dataset.normalization, info)
+        self.kind = kind
+        self.config = config
+        self.weight: torch.Tensor | None = None
+
+    def setup(self, device, train_ds) -> None:
+        if self.config.class_weights and hasattr(train_ds, "class_counts"):
+            counts = train_ds.class_counts()
+            self.weight = inverse_frequency_weights(counts).to(device)
+            self.info["class_weights"] = [round(float(w), 4) for w in self.weight]
+
+    @property
+    def focal_gamma(self) -> float:
+        return self.config.focal_gamma if self.config.loss == "focal" else 0.0
+
+    def loss(self, model, batch):
+        logits = self.forward(model, batch)
+        loss = segmentation_loss(logits, batch["y"], self.weight, self.focal_gamma,
+                                 self.label_spec.ignore_index)
+        return loss, {}
+
+
+def open_train_val(config: TrainConfig, train_data: SegmentationDataset | None = None,
+                   val_data: SegmentationDataset | None = None, progress: bool = False
+                   ) -> tuple[SegmentationDataset, SegmentationDataset | None]:
+    """The training and validation sets a config names (already opened ones are kept)."""
+    if train_data is None:
+        train_data = open_dataset(config.data, config.train_split, config.size, config.channels,
+                                  augment=config.augment, label_spec=config.labels, limit=config.limit,
+                                  seed=config.seed, progress=progress)
+        if config.augment and train_data.augment is not None:
+            train_data.augment.vflip = 0.5 if config.vflip else 0.0
+    if val_data is None and config.val_split:
+        val_data = open_dataset(config.data, config.val_split, config.size, config.channels,
+                                augment=False, label_spec=train_data.label_spec, limit=config.val_limit,
+                                seed=config.seed, progress=progress)
+    if val_data is not None and val_data.label_spec != train_data.label_spec:
+        raise MarsamError(f"validation labels use spec {val_data.label_spec.name!r} but training labels "
+                          f"use {train_data.label_spec.name!r}; use one label spec for both")
+    return train_data, val_data
+
+
+def data_info(train: SegmentationDataset, val: SegmentationDataset | None) -> dict:
+    return {"data": {"source": train.source, "train_split": train.split, "train_images": len(train),
+                     "train_skipped": len(train.skipped), "size": train.size, "channels": train.channels,
+                     "val_split": val.split if val is not None else None,
+                     "val_images": len(val) if val is not None else 0,
+                     # what was left out and why (first 50), so a run's data can be audited
+                     "skipped": [f"{i}: {why}" for i, why in train.skipped[:50]]}}
+
+
+def train_teacher(config: TrainConfig, out_dir: str | os.PathLike, progress: ProgressFn | None = None,
+                  should_stop: StopFn | None = None, train_data: SegmentationDataset | None = None,
+                  val_data: SegmentationDataset | None = None, show_progress: bool = False) -> TrainResult:
+    """Train the Attention U-Net teacher on labels; best checkpoint by val mIoU in ``out_dir``."""
+    train, val = open_train_val(config, train_data, val_data, show_progress)
+    seed_everything(config.seed)   # same seed -> same initial weights (e.g. distilled vs label-only)
+    model = build_model("attention_unet", in_channels=train.channels, num_classes=train.label_spec.num_classes,
+                        base=config.teacher_base, dropout=config.teacher_dropout)
+    task = SupervisedTask(model, train, config, "teacher", data_info(train, val))
+    return fit(task, train, val, config, out_dir, progress, should_stop, show_progress)

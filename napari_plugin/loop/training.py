@@ -1,0 +1,65 @@
+"""Training the human-in-the-loop model on the session's labelled images: distill's API, nothing else.
+
+The domain decoder (Julka and Granitzer) is what makes the loop fast: SAM's encoder is frozen and
+its embeddings of the labelled images are in annotate's cache already (the annotator computed
+them), so ``distill.train_decoder`` only trains the small decoder, 100 epochs on 5 images in the
+paper's setting. The run's checkpoints go into the session folder (``models/decoder-<time>/``),
+next to the labels they came from.
+
+The settings start from distill's defaults, not its ``cpu`` profile: that profile pins torch to
+one thread for a shared training machine, which inside napari would slow every later model call.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+from segmodels.errors import MarsamError
+
+from ..predict.jobs import Job
+
+DECODER_EPOCHS = 100          # the paper's setting
+
+
+def run_dir(session_folder: Path, kind: str = "decoder") -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(session_folder) / "models" / f"{kind}-{stamp}"
+    i = 1
+    while out.exists():
+        out = out.with_name(f"{kind}-{stamp}-{i}")
+        i += 1
+    return out
+
+
+def decoder_config(epochs: int = DECODER_EPOCHS, data: str = "", batch_size: int = 4, width: int = 128,
+                   out_size: int = 256, lr: float = 1e-3, device: str = "auto"):
+    """distill's TrainConfig for a session decoder: all labelled images train, no validation split
+    (the last epoch is kept), no early stopping, no resumption (each run has a fresh folder)."""
+    from distill import load_config
+    return load_config(None, {"data": data, "val_split": None, "epochs": int(epochs), "batch_size": int(batch_size),
+                              "decoder_width": int(width), "decoder_out_size": int(out_size), "lr": float(lr),
+                              "early_stopping": 0, "resume": False, "device": device, "warmup_epochs": 1.0})
+
+
+def train_session_decoder(session, sam_model, cache=None, epochs: int = DECODER_EPOCHS, job: Job | None = None,
+                          out_dir: Path | None = None, **settings):
+    """Train a domain decoder on ``session``'s labelled images; returns distill's TrainResult."""
+    from distill import open_dataset, train_decoder
+
+    if sam_model is None:
+        raise MarsamError("the domain decoder learns from SAM embeddings: load a SAM model (vit_b, vit_l or "
+                          "vit_h) in the annotator first")
+    if session is None:
+        raise MarsamError("no session is open; label some images in the annotator first")
+    labelled = session.labelled_images()
+    if not labelled:
+        raise MarsamError("the session has no labelled images yet; label a few images (five are enough to start)")
+    job = job or Job("training")
+    job.update(0, epochs, f"reading {len(labelled)} labelled images")
+    data = open_dataset(Path(session.folder), "train", size=None, channels=3, mixed_sizes=True)
+    job.check()
+    config = decoder_config(epochs, data=str(session.folder), **settings)
+    out = out_dir or run_dir(Path(session.folder))
+    job.message = f"SAM embeddings of {len(data)} images"
+    return train_decoder(config, out, sam_model, progress=job.training_progress, should_stop=job.should_stop,
+                         train_data=data, cache=cache)

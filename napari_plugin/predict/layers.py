@@ -1,0 +1,135 @@
+"""Model outputs as napari layers: one rule for how predictions and maps are drawn.
+
+- the prediction is a Labels layer in the label spec's colours (the annotator's
+  ``labels_colormap``, so "sand" is the same colour in the labels and the prediction);
+- maps (entropy, confidence, explanations) are Image layers over the image with additive
+  blending, so a zero value adds nothing and the terrain shows through, at opacity 0.6;
+- contrast limits are FIXED per kind of map, never napari's automatic per-layer range: entropy
+  always spans [0, log K], confidence [1/K, 1]; the same colour then means the same value in
+  every image and for every model, which is what makes two models comparable side by side.
+
+Layers are reused by name (running the model again updates them in place) and placed on the
+image layer's grid (its scale and translate).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+
+from ..annotator.layers import labels_colormap
+from .models import PredictionResult
+
+PREDICTION_NAME = "prediction"
+ENTROPY_NAME = "entropy"
+CONFIDENCE_NAME = "confidence"
+MAP_OPACITY = 0.6
+HEAT = "inferno"            # positive maps: black (nothing) to bright (much)
+UNCERTAINTY = "magma"
+_DIVERGING = None
+
+
+def diverging_colormap():
+    """Blue (negative) - black (zero) - red (positive): zero must be black under additive blending."""
+    global _DIVERGING
+    if _DIVERGING is None:
+        from napari.utils.colormaps import Colormap
+        _DIVERGING = Colormap([[0.25, 0.45, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0], [1.0, 0.25, 0.15, 1.0]],
+                              name="marsam diverging", display_name="marsam diverging")
+    return _DIVERGING
+
+
+@contextlib.contextmanager
+def keep_active(viewer):
+    """Adding a layer makes it the active one; keep the user's (e.g. the annotator's boxes, so
+    drawing continues after a prediction appears)."""
+    active = viewer.layers.selection.active
+    try:
+        yield
+    finally:
+        if active is not None and active in viewer.layers:
+            viewer.layers.selection.active = active
+
+
+def _placement(ref_layer) -> dict:
+    if ref_layer is None:
+        return {}
+    return {"scale": tuple(ref_layer.scale[-2:]), "translate": tuple(ref_layer.translate[-2:])}
+
+
+def show_map(viewer, data: np.ndarray, name: str, colormap, limits: tuple[float, float], ref_layer=None,
+             metadata: dict | None = None, opacity: float = MAP_OPACITY, visible: bool = True):
+    """Add or update the Image layer ``name`` holding ``data`` with fixed ``limits``."""
+    from napari.layers import Image
+
+    data = np.nan_to_num(np.asarray(data, np.float32))
+    place = _placement(ref_layer)
+    if data.ndim == 3 and place:          # a stack (attention gates): one leading axis, unit scale
+        place = {"scale": (1.0,) + place["scale"], "translate": (0.0,) + place["translate"]}
+    lo, hi = float(limits[0]), float(limits[1])
+    if hi <= lo:
+        hi = lo + 1e-6
+    layer = viewer.layers[name] if name in viewer.layers else None
+    if isinstance(layer, Image) and layer.data.shape == data.shape:
+        layer.data = data
+        layer.colormap = colormap
+        layer.contrast_limits_range = (lo, hi)
+        layer.contrast_limits = (lo, hi)
+        for k, v in place.items():
+            setattr(layer, k, v)
+        layer.metadata.update(metadata or {})
+        layer.visible = visible
+        return layer
+    if layer is not None:
+        viewer.layers.remove(layer)
+    layer = viewer.add_image(data, name=name, colormap=colormap, blending="additive", opacity=opacity,
+                             metadata=dict(metadata or {}), visible=visible, **place)
+    layer.contrast_limits_range = (lo, hi)
+    layer.contrast_limits = (lo, hi)
+    return layer
+
+
+def show_labels(viewer, labels: np.ndarray, name: str, spec, ref_layer=None, opacity: float = 0.5,
+                metadata: dict | None = None):
+    """Add or update the Labels layer ``name`` coloured by ``spec``."""
+    from napari.layers import Labels
+
+    place = _placement(ref_layer)
+    layer = viewer.layers[name] if name in viewer.layers else None
+    if isinstance(layer, Labels):
+        layer.data = np.asarray(labels, np.uint8)
+        layer.colormap = labels_colormap(spec)
+        for k, v in place.items():
+            setattr(layer, k, v)
+        layer.metadata.update(metadata or {})
+        return layer
+    if layer is not None:
+        viewer.layers.remove(layer)
+    return viewer.add_labels(np.asarray(labels, np.uint8), name=name, opacity=opacity,
+                             colormap=labels_colormap(spec), metadata=dict(metadata or {}), **place)
+
+
+def entropy_limits(num_classes: int) -> tuple[float, float]:
+    return 0.0, math.log(max(num_classes, 2))
+
+
+def confidence_limits(num_classes: int) -> tuple[float, float]:
+    return 1.0 / max(num_classes, 2), 1.0
+
+
+def show_prediction(viewer, result: PredictionResult, ref_layer=None, entropy: bool = True,
+                    confidence: bool = False, prefix: str = "") -> dict:
+    """The prediction Labels layer plus the chosen uncertainty Image layers; returns them by name."""
+    meta = {"marsam_model": result.model_name, "mean_entropy": result.mean_entropy, "marsam_map": True}
+    k = result.num_classes
+    with keep_active(viewer):
+        out = {"prediction": show_labels(viewer, result.labels, prefix + PREDICTION_NAME, result.label_spec,
+                                         ref_layer, metadata=meta)}
+        if entropy:
+            out["entropy"] = show_map(viewer, result.entropy, prefix + ENTROPY_NAME, UNCERTAINTY,
+                                      entropy_limits(k), ref_layer, metadata=meta)
+        if confidence:
+            out["confidence"] = show_map(viewer, result.confidence, prefix + CONFIDENCE_NAME, "viridis",
+                                         confidence_limits(k), ref_layer, metadata=meta)
+    return out

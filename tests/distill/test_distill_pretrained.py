@@ -1,0 +1,38 @@
+"""The shipped pretrained student loads by name, predicts AI4Mars classes and has its card."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distill import list_pretrained, load_pretrained
+from distill.pretrained import PRETRAINED_DIR, model_card
+from segmodels import AI4MARS, MarsamError
+from segmodels.images import load_image, to_model_input
+from segmodels.stats import count_params
+
+
+def test_pretrained_student_loads_by_name():
+    assert "ai4mars-student" in list_pretrained()
+    ckpt = load_pretrained("ai4mars-student")
+    assert ckpt.model_name == "unet" and ckpt.label_spec.classes == AI4MARS.classes
+    assert count_params(ckpt.model) <= 2_000_000
+    assert ckpt.training["kind"] == "student" and ckpt.training["distilled"] is True
+    assert (PRETRAINED_DIR / "ai4mars-student.safetensors").stat().st_size < 8 * 2**20
+    card = model_card("ai4mars-student")
+    assert "cpu" in card and "val mIoU" in card and "## Exact commands" in card
+
+
+def test_pretrained_student_segments_a_real_navcam_image(ai4mars_dir):
+    ckpt = load_pretrained("ai4mars-student")
+    path = sorted((ai4mars_dir / "images").iterdir())[0]
+    norm = ckpt.normalization
+    x = to_model_input(load_image(path), norm["in_channels"], norm["mean"], norm["std"])
+    x = torch.nn.functional.interpolate(x, size=(128, 128), mode="area")
+    with torch.no_grad():
+        pred = ckpt.model(x).argmax(1)
+    assert pred.shape == (1, 128, 128) and int(pred.max()) < 4
+
+
+def test_unknown_pretrained_name():
+    with pytest.raises(MarsamError, match="no pretrained model named 'mars-giant'"):
+        load_pretrained("mars-giant")
