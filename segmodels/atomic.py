@@ -18,6 +18,17 @@ from typing import Any, Iterator
 import numpy as np
 
 
+def _mode_for(path: Path) -> int:
+    """The replaced file's permissions, else what the umask gives a new file (mkstemp would
+    leave 0600, making shared labels and checkpoints unreadable to colleagues)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path``."""
@@ -30,6 +41,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
     finally:
         if tmp.exists():
