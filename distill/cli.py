@@ -104,8 +104,9 @@ def _evaluate(args) -> int:
     paths = write_evaluation(result, out, ds.label_spec)
     ious = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in result["iou_per_class"].items())
     print(f"{ckpt.model_name} on {data} ({args.split}, {result['images']} images, {size or 'original'} px): mIoU "
-          f"{result['miou']:.4f} ({ious}), pixel accuracy {result['pixel_accuracy']:.4f}, "
-          f"{result.get('images_per_second', float('nan')):.1f} images/s on {result['machine']['device']}")
+          f"{result['miou']:.4f} ({ious}), pixel accuracy {result['pixel_accuracy']:.4f}"
+          + (f", {result['images_per_second']:.1f} images/s on {result['machine']['device']}"
+             if result.get("images_per_second") else ""))
     print(json.dumps(paths))
     return 0
 

@@ -154,7 +154,8 @@ def to_markdown(result: dict) -> str:
     for k in ("miou", "pixel_accuracy", "macro_precision", "macro_recall", "macro_f1", "micro_f1", "ece"):
         lines.append(f"| {k} | {result[k]:.4f} |")
     lines += [f"| params | {result['params']:,} |", f"| GFLOPs ({result['input_size']} px) | {result['gflops']:.3f} |",
-              f"| images/s ({result['machine']['device']}) | {result.get('images_per_second', float('nan')):.2f} |",
+              f"| images/s ({result['machine']['device']}, batch 1) | "
+              + (f"{result['images_per_second']:.2f} |" if result.get("images_per_second") else "not measured |"),
               "", "| class | IoU | precision | recall | F1 |", "|---|---|---|---|---|"]
 
     def f(v):

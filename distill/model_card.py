@@ -118,7 +118,7 @@ def build_card(run: Path, name: str, note: str = "") -> str:
                   f"| student >= 10x teacher images/s on CPU | x{_f(speed, 2)} (side by side, {cfg.get('size')} px) | "
                   f"{'yes' if speed and speed >= 10 else 'no'} |",
                   f"| distilled student > label-only student (same seed and schedule) | {_f(s['miou'])} vs {_f(b['miou'])} | "
-                  f"{'yes' if s['miou'] > b['miou'] else 'no'} |"]
+                  f"{'yes' if s['miou'] > b['miou'] else 'no'} (one run each; see the seeded re-run below) |"]
     seeded = run / "seeded"
     se = {m: _load(seeded / f"eval-{m}.json") for m in ("student", "student-labels-only")}
     if all(se.values()):
@@ -136,6 +136,9 @@ def build_card(run: Path, name: str, note: str = "") -> str:
                          + f" | {_f(e['macro_f1'])} | {ss[m].get('epochs_run')} ({ss[m].get('stopped')}) |")
         d, b2 = se["student"]["miou"], se["student-labels-only"]["miou"]
         lines += ["", f"Distilled minus label-only with identical initial weights: {d - b2:+.4f} val mIoU."]
+        rerun = seeded / "rerun.sh"
+        if rerun.is_file():
+            lines += ["", "```bash", rerun.read_text().strip(), "```"]
     commands = (run / "pipeline.sh").read_text() if (run / "pipeline.sh").is_file() else ""
     if commands:
         lines += ["", "## Exact commands", "", "Run from the repository root (`runs/ai4mars-cpu/pipeline.sh`):", "",
