@@ -18,15 +18,18 @@ from typing import Any, Iterator
 import numpy as np
 
 
+# read once at import: os.umask can only be read by setting it, which would race with other threads
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def _mode_for(path: Path) -> int:
     """The replaced file's permissions, else what the umask gives a new file (mkstemp would
     leave 0600, making shared labels and checkpoints unreadable to colleagues)."""
     try:
         return path.stat().st_mode & 0o777
     except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+        return 0o666 & ~_UMASK
 
 
 @contextlib.contextmanager

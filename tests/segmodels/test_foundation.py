@@ -106,14 +106,12 @@ def test_cli_prints_one_line_and_exits_2_on_user_error(tmp_path):
     assert "Traceback" not in r.stderr
 
 
-def test_atomic_write_gives_normal_permissions(tmp_path):
-    old = os.umask(0o022)
-    try:
-        atomic_write_json(tmp_path / "new.json", {})
-        assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644
-        (tmp_path / "kept.json").write_text("{}")
-        os.chmod(tmp_path / "kept.json", 0o640)
-        atomic_write_json(tmp_path / "kept.json", {"a": 1})
-        assert (tmp_path / "kept.json").stat().st_mode & 0o777 == 0o640
-    finally:
-        os.umask(old)
+def test_atomic_write_gives_normal_permissions(tmp_path, monkeypatch):
+    import segmodels.atomic
+    monkeypatch.setattr(segmodels.atomic, "_UMASK", 0o022)
+    atomic_write_json(tmp_path / "new.json", {})
+    assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644
+    (tmp_path / "kept.json").write_text("{}")
+    os.chmod(tmp_path / "kept.json", 0o640)
+    atomic_write_json(tmp_path / "kept.json", {"a": 1})
+    assert (tmp_path / "kept.json").stat().st_mode & 0o777 == 0o640
