@@ -99,6 +99,7 @@ class EmbeddingDataset(Dataset):
 
 
 @torch.no_grad()
+@torch.no_grad()
 def decoder_image_logits(decoder, sam_model, image: np.ndarray, cache=None) -> torch.Tensor:
     """1 x K x H x W logits of the decoder for a whole image; tiles are stitched (overlaps averaged)."""
     from annotate.embeddings import embed_image
@@ -117,6 +118,13 @@ def decoder_image_logits(decoder, sam_model, image: np.ndarray, cache=None) -> t
         total[..., y0:y1, x0:x1] += logits
         count[..., y0:y1, x0:x1] += 1
     return total / count.clamp_min(1)
+
+
+def decoder_image_probs(decoder, sam_model, image: np.ndarray, cache=None) -> np.ndarray:
+    """K x H x W class probabilities of the decoder on a whole image (what predictions, the
+    demo and the napari plugin show)."""
+    from segmodels.inference import class_probs
+    return class_probs(decoder_image_logits(decoder, sam_model, image, cache).float())[0].cpu().numpy()
 
 
 def attach_decoder_soft_labels(dataset: SegmentationDataset, decoder, sam_model, config: TrainConfig,

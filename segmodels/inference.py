@@ -29,7 +29,9 @@ class Prediction:
     labels: np.ndarray  # H x W uint8 argmax class ids
 
 
-def _probs(logits: torch.Tensor) -> torch.Tensor:
+def class_probs(logits: torch.Tensor) -> torch.Tensor:
+    """N x K x H x W probabilities from a network's logits; a single-logit (binary sigmoid) head
+    becomes two channels [1 - p, p], so every consumer sees K >= 2 classes."""
     if logits.shape[1] == 1:
         p = torch.sigmoid(logits)
         return torch.cat([1 - p, p], dim=1)
@@ -91,7 +93,7 @@ def predict(model: nn.Module | Checkpoint, image: np.ndarray, normalization: dic
         h, w = x.shape[-2:]
         if h <= tile and w <= tile:
             with autocast(dev):
-                probs = _probs(net(x.to(dev)).float())[0].cpu().numpy()
+                probs = class_probs(net(x.to(dev)).float())[0].cpu().numpy()
         else:
             probs = _tiled(net, x, tile, overlap, dev, batch_size)
     finally:
@@ -113,7 +115,7 @@ def _tiled(net: nn.Module, x: torch.Tensor, tile: int, overlap: int, dev: torch.
         chunk = boxes[i:i + batch_size]
         batch = torch.cat([x[..., y:y + th, xx:xx + tw] for y, xx in chunk]).to(dev)
         with autocast(dev):
-            p = _probs(net(batch).float()).cpu().numpy()
+            p = class_probs(net(batch).float()).cpu().numpy()
         if acc is None:
             acc = np.zeros((p.shape[1], h, w), np.float32)
         for (y, xx), pt in zip(chunk, p):

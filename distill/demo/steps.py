@@ -92,20 +92,13 @@ def _target_class(gt: np.ndarray, spec) -> int:
     return int(np.argmax(others)) if others.max() > 0 else int(np.argmax(counts))
 
 
-def _decoder_probs(model, sam, image, cache) -> np.ndarray:
-    import torch
-    from distill.decoder import decoder_image_logits
-    with torch.no_grad():
-        logits = decoder_image_logits(model, sam, image, cache)
-    return torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
-
-
 def explain(trained: dict, train, annotations, val, sam, cache, s: DemoSettings) -> dict:
     """Predictions, Grad-CAM, entropy and calibration bins for the report's figures."""
     from segmodels.checkpoints import load_checkpoint
     from segmodels.explain import gradcam
     from segmodels.inference import predict
     from segmodels.uncertainty import CalibrationBins, predictive_entropy
+    from distill.decoder import decoder_image_probs
     spec = val.label_spec
     dev = None if s.device == "auto" else s.device
     ckpts = {name: load_checkpoint(r.best) for name, r in trained.items()}
@@ -114,7 +107,7 @@ def explain(trained: dict, train, annotations, val, sam, cache, s: DemoSettings)
     for name, ck in ckpts.items():
         bins = CalibrationBins(n_bins=10, ignore_index=spec.ignore_index)
         for img, gt in zip(val.images, val.masks):
-            p = _decoder_probs(ck.model, sam, img, cache) if name == "decoder" else predict(ck, img, device=dev).probs
+            p = decoder_image_probs(ck.model, sam, img, cache) if name == "decoder" else predict(ck, img, device=dev).probs
             probs[name].append(p)
             bins.update(p, gt)
         calibration[name] = bins

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from segmodels.checkpoints import Checkpoint, load_checkpoint
 from segmodels.errors import MarsamError
@@ -112,17 +111,6 @@ def predict_image(ckpt: Checkpoint, image: np.ndarray, tile: int = 1024, device=
     return _result(pred.probs, ckpt, t0)
 
 
-def decoder_probs(model: torch.nn.Module, sam_model, image: np.ndarray, cache=None) -> np.ndarray:
-    """K x H x W probabilities of a domain decoder on ``image``: distill's stitched decoder
-    logits (annotate's cached, possibly tiled, embedding mapped back to the image), softmaxed."""
-    from distill.decoder import decoder_image_logits
-    logits = decoder_image_logits(model, sam_model, image, cache).float()
-    if logits.shape[1] == 1:
-        p = torch.sigmoid(logits)
-        return torch.cat([1 - p, p], dim=1)[0].numpy()
-    return torch.softmax(logits, dim=1)[0].numpy()
-
-
 def predict_embedding(ckpt: Checkpoint, sam_model, image: np.ndarray, cache=None,
                       label_spec: LabelSpec | None = None) -> PredictionResult:
     """Prediction of a domain-decoder checkpoint on ``image``'s SAM embedding (annotate's cache)."""
@@ -133,7 +121,8 @@ def predict_embedding(ckpt: Checkpoint, sam_model, image: np.ndarray, cache=None
                           "(vit_b, vit_l or vit_h) first")
     _check_spec(ckpt, label_spec)
     t0 = time.perf_counter()
-    return _result(decoder_probs(ckpt.model, sam_model, image, cache), ckpt, t0)
+    from distill.decoder import decoder_image_probs
+    return _result(decoder_image_probs(ckpt.model, sam_model, image, cache), ckpt, t0)
 
 
 def sam_of(engine):

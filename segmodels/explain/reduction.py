@@ -14,17 +14,10 @@ import torch
 from torch import nn
 
 from ..errors import MarsamError
+from ..inference import class_probs
 
 SCORES = ("logit", "prob")
 AGGREGATES = ("sum", "mean")
-
-
-def class_probs(logits: torch.Tensor) -> torch.Tensor:
-    """Softmax over classes; a single-logit (binary sigmoid) head becomes [1 - p, p]."""
-    if logits.shape[1] == 1:
-        p = torch.sigmoid(logits)
-        return torch.cat([1 - p, p], dim=1)
-    return torch.softmax(logits, dim=1)
 
 
 @torch.no_grad()

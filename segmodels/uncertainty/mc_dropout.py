@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import MarsamError
+from ..inference import class_probs
 from .measures import EPS
 
 
@@ -49,13 +50,6 @@ class MCDropoutResult:
     samples: int
 
 
-def _probs(logits: torch.Tensor) -> torch.Tensor:
-    if logits.shape[1] == 1:
-        p = torch.sigmoid(logits)
-        return torch.cat([1 - p, p], dim=1)
-    return torch.softmax(logits, dim=1)
-
-
 @torch.no_grad()
 def mc_dropout(model: nn.Module, x: torch.Tensor, samples: int = 20, batch_size: int = 4,
                seed: int | None = 0) -> MCDropoutResult:
@@ -80,7 +74,7 @@ def mc_dropout(model: nn.Module, x: torch.Tensor, samples: int = 20, batch_size:
             done = 0
             while done < samples:
                 n = min(batch_size, samples - done)
-                p = _probs(model(x.expand(n, *x.shape[1:]))).float()
+                p = class_probs(model(x.expand(n, *x.shape[1:]))).float()
                 ent = -(p * torch.log(p.clamp_min(EPS))).sum(dim=1)
                 mean = p.sum(0) if mean is None else mean + p.sum(0)
                 exp_ent = ent.sum(0) if exp_ent is None else exp_ent + ent.sum(0)
