@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from segmodels.errors import MarsamError
+from segmodels.errors import DiskFullError, MarsamError
 from segmodels.images import load_image
 
 from .embeddings import EmbeddingCache, embed_images, image_key
@@ -64,6 +64,8 @@ def annotate_session(session: Session, engine: PromptEngine, boxes: dict[Path, l
             image = load_image(path)
             label_map = label_image(engine, image, prompts)
             session.set_result(path, prompts, label_map, status="done", engine=engine.name, model=model_name)
+        except DiskFullError:
+            raise  # every further write would fail too; what is saved stays intact
         except MarsamError as e:
             _fail(session, s, path, str(e))
             continue

@@ -17,12 +17,14 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Mapping
 
 from segmodels.errors import MarsamError
 from segmodels.images import IMAGE_SUFFIXES
+from segmodels.images import image_size as header_size
 from segmodels.labels import LabelSpec, get_label_spec
 
 from .prompts import BoxPrompt, clip_box
@@ -60,31 +62,36 @@ class _Reader:
         self.problems = problems if problems is not None else []
         self.out: dict[str, list[BoxPrompt]] = {}
         self.missing: set[str] = set()
+        self.sizes: dict[str, tuple[int, int] | None] = {}
 
     def warn(self, msg: str) -> None:
         log.warning(msg)
         self.problems.append(msg)
 
     def image_size(self, name: str) -> tuple[int, int] | None:
-        """(h, w) read from the image header, or None (reported) when the image is missing."""
-        from PIL import Image
+        """(h, w) read from the image header, or None (reported once) when the image is missing,
+        unreadable or beyond the pixel limit marsam reads."""
+        if name in self.sizes:
+            return self.sizes[name]
         path = self.images_dir / name
+        size = None
         if not path.is_file():
-            if name not in self.missing:
-                self.missing.add(name)
-                self.warn(f"box file names image {name}, which is not in {self.images_dir}; its boxes are skipped")
-            return None
-        try:
-            with Image.open(path) as im:
-                return im.size[1], im.size[0]
-        except OSError:
-            self.warn(f"image {path} cannot be read; its boxes are skipped")
+            self.warn(f"box file names image {name}, which is not in {self.images_dir}; its boxes are skipped")
+        else:
+            try:
+                size = header_size(path)
+            except MarsamError as e:
+                self.warn(f"{e}; its boxes are skipped")
+        if size is None:
             self.missing.add(name)
-            return None
+        self.sizes[name] = size
+        return size
 
     def add(self, name: str, box, class_id: int, size: tuple[int, int] | None, where: str) -> None:
         self.out.setdefault(name, [])
         try:
+            if not all(math.isfinite(v) for v in box):
+                raise MarsamError(f"coordinates {tuple(box)} are not finite numbers")
             if size is not None:
                 clipped, changed = clip_box(box, size)
                 if changed:
@@ -99,6 +106,24 @@ class _Reader:
             self.warn(f"{where}: rejected: {e}")
             return
         self.out[name].append(BoxPrompt(box=box, class_id=class_id))
+
+
+def _text_lines(path: Path, r: _Reader) -> list[str]:
+    """The file's lines; a line that is not UTF-8 is reported (file and line) and read as empty."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise MarsamError(f"box file {path} cannot be read ({e.strerror or e}); check its permissions") from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    lines = []
+    for n, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            lines.append(raw.decode("utf-8").rstrip("\r"))
+        except UnicodeDecodeError:
+            r.warn(f"{path.name} line {n}: rejected: not UTF-8 text; save the file as UTF-8")
+            lines.append("")
+    return lines
 
 
 def read_boxes(path, format: str, images_dir=None, label_spec: LabelSpec | str | None = None, *,
@@ -122,58 +147,119 @@ def read_boxes(path, format: str, images_dir=None, label_spec: LabelSpec | str |
 
 def _read_csv(path: Path, classes: _Classes, images_dir, problems) -> dict[str, list[BoxPrompt]]:
     r = _Reader(images_dir, problems)
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        fields = {c.strip().lower(): c for c in (reader.fieldnames or [])}
-        lacking = [c for c in CSV_COLUMNS if c not in fields]
-        if lacking:
-            raise MarsamError(f"CSV box file {path} lacks column(s) {', '.join(lacking)}; the header must be "
-                              f"{','.join(CSV_COLUMNS)}")
-        for n, row in enumerate(reader, start=2):
-            where = f"{path.name} line {n}"
-            name = Path(row[fields["image"]].strip()).name
-            try:
-                box = tuple(float(row[fields[c]]) for c in ("x0", "y0", "x1", "y1"))
-            except (TypeError, ValueError):
-                r.warn(f"{where}: rejected: coordinates are not numbers")
-                continue
-            cid = classes(row[fields["class"]])
-            size = r.image_size(name) if r.images_dir is not None else None
-            if r.images_dir is not None and size is None:
-                continue
-            r.add(name, box, cid, size, where)
+    lines = _text_lines(path, r)
+    reader = csv.DictReader(lines)
+    try:
+        header = reader.fieldnames or []
+    except csv.Error as e:
+        raise MarsamError(f"CSV box file {path} line 1 is not CSV ({e})") from None
+    fields = {c.strip().lower(): c for c in header if c is not None}
+    lacking = [c for c in CSV_COLUMNS if c not in fields]
+    if lacking:
+        raise MarsamError(f"CSV box file {path} lacks column(s) {', '.join(lacking)}; the header must be "
+                          f"{','.join(CSV_COLUMNS)}")
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            r.warn(f"{path.name} line {reader.line_num}: rejected: not CSV ({e})")
+            continue
+        where = f"{path.name} line {reader.line_num}"
+        values = [row.get(fields[c]) for c in CSV_COLUMNS]
+        if any(v is None for v in values):
+            r.warn(f"{where}: rejected: expected {len(CSV_COLUMNS)} values ({','.join(CSV_COLUMNS)})")
+            continue
+        name = Path(values[0].strip()).name
+        if not name:
+            r.warn(f"{where}: rejected: no image name")
+            continue
+        try:
+            box = tuple(float(v) for v in values[1:5])
+        except (TypeError, ValueError):
+            r.warn(f"{where}: rejected: coordinates are not numbers")
+            continue
+        cid = classes(values[5])
+        size = r.image_size(name) if r.images_dir is not None else None
+        if r.images_dir is not None and size is None:
+            continue
+        r.add(name, box, cid, size, where)
     return r.out
+
+
+def _coco_int(v) -> int | None:
+    """A COCO integer field (id, width, height), or None when it is not one."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return None
 
 
 def _read_coco(path: Path, classes: _Classes, images_dir, problems) -> dict[str, list[BoxPrompt]]:
     r = _Reader(images_dir, problems)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        images = {im["id"]: im for im in data["images"]}
-        cats = {c["id"]: c["name"] for c in data.get("categories", [])}
-        anns = data.get("annotations", [])
-    except (ValueError, KeyError, TypeError) as e:
+        data = json.loads("\n".join(_text_lines(path, r)))
+    except ValueError as e:
         raise MarsamError(f"{path} is not a COCO JSON file ({e}); it needs images, categories and annotations") from None
-    for im in images.values():
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
+            or not isinstance(data.get("annotations", []), list) or not isinstance(data.get("categories", []), list):
+        raise MarsamError(f"{path} is not a COCO JSON file; it needs an object with lists images, "
+                          "categories and annotations")
+    images: dict = {}
+    for k, im in enumerate(data["images"]):
+        where = f"{path.name} image entry {k}"
+        if not isinstance(im, dict) or not isinstance(im.get("file_name"), str) or not im["file_name"].strip() \
+                or _coco_int(im.get("id")) is None:
+            r.warn(f"{where}: rejected: an image needs an integer id and a file_name")
+            continue
+        declared = None
+        if "width" in im or "height" in im:
+            w, h = _coco_int(im.get("width")), _coco_int(im.get("height"))
+            if w is None or h is None or w < 1 or h < 1:
+                r.warn(f"{where} ({im['file_name']}): rejected: width and height must be positive integers")
+                continue
+            declared = (h, w)
         name = Path(im["file_name"]).name
-        if r.images_dir is None or r.image_size(name) is not None:
-            r.out.setdefault(name, [])
-    for k, a in enumerate(anns):
-        where = f"{path.name} annotation {a.get('id', k)}"
-        im = images.get(a.get("image_id"))
-        if im is None or "bbox" not in a:
-            r.warn(f"{where}: rejected: no image {a.get('image_id')!r} or no bbox")
+        size = declared
+        if r.images_dir is not None:
+            size = r.image_size(name)
+            if size is None:
+                continue
+            if declared is not None and declared != size:
+                r.warn(f"{where}: rejected: declares {declared[1]}x{declared[0]} pixels but {name} is "
+                       f"{size[1]}x{size[0]}; its boxes are skipped (fix width/height in the COCO file)")
+                r.missing.add(name)
+                continue
+        images[_coco_int(im["id"])] = (name, size)
+        r.out.setdefault(name, [])
+    cats = {}
+    for c in data.get("categories", []):
+        if isinstance(c, dict) and _coco_int(c.get("id")) is not None and isinstance(c.get("name"), str):
+            cats[_coco_int(c["id"])] = c["name"]
+        else:
+            r.warn(f"{path.name}: category {str(c)[:60]} rejected: it needs an integer id and a name")
+    for k, a in enumerate(data.get("annotations", [])):
+        if not isinstance(a, dict):
+            r.warn(f"{path.name} annotation entry {k}: rejected: not an object")
             continue
-        name = Path(im["file_name"]).name
-        if name in r.missing:
+        where = f"{path.name} annotation {a.get('id', k)!s:.40}"
+        bbox = a.get("bbox")
+        image_id = _coco_int(a.get("image_id"))
+        if image_id is None or image_id not in images:
+            r.warn(f"{where}: rejected: no image {str(a.get('image_id'))[:40]}")
             continue
-        cid = classes(cats.get(a.get("category_id"), a.get("category_id")))
-        x, y, w, h = (float(v) for v in a["bbox"])
-        size = (int(im["height"]), int(im["width"])) if "height" in im and "width" in im else \
-            (r.image_size(name) if r.images_dir is not None else None)
-        if r.images_dir is not None and not (r.images_dir / name).is_file():
-            r.image_size(name)  # reports the missing image once
+        if not isinstance(bbox, list) or len(bbox) != 4 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
+            r.warn(f"{where}: rejected: bbox must be [x, y, width, height] numbers")
             continue
+        name, size = images[image_id]
+        cat = a.get("category_id")
+        cid = classes(cats.get(_coco_int(cat), cat) if not isinstance(cat, (list, dict)) else str(cat))
+        x, y, w, h = (float(v) for v in bbox)
         r.add(name, (x, y, x + w, y + h), cid, size, where)
     return r.out
 
@@ -185,11 +271,17 @@ def _yolo_names(start: Path) -> list[str] | None:
         f = d / "data.yaml"
         if f.is_file():
             try:
-                names = (yaml.safe_load(f.read_text()) or {}).get("names")
-            except yaml.YAMLError as e:
-                raise MarsamError(f"{f} is not valid YAML ({e})") from None
+                doc = yaml.safe_load(f.read_text(encoding="utf-8"))
+            except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
+                raise MarsamError(f"{f} is not valid YAML ({str(e).splitlines()[0]})") from None
+            except OSError as e:
+                raise MarsamError(f"{f} cannot be read ({e.strerror or e})") from None
+            names = doc.get("names") if isinstance(doc, dict) else None
             if isinstance(names, dict):
-                return [str(names[k]) for k in sorted(names)]
+                try:
+                    return [str(names[k]) for k in sorted(names)]
+                except TypeError:
+                    raise MarsamError(f"{f}: names must be a list or a mapping of class ids to names") from None
             if isinstance(names, list):
                 return [str(n) for n in names]
     return None
@@ -223,7 +315,7 @@ def _read_yolo(path: Path, classes: _Classes, images_dir, problems) -> dict[str,
             continue
         h, w = size
         r.out.setdefault(name, [])
-        for n, line in enumerate(f.read_text().splitlines(), start=1):
+        for n, line in enumerate(_text_lines(f, r), start=1):
             parts = line.split()
             if not parts:
                 continue

@@ -204,8 +204,14 @@ def build_dataset(pairs: list[Pair], label_spec: LabelSpec, size: int | None, ch
 # -- sources --------------------------------------------------------------------------------
 
 def _read_split_csv(path: Path) -> dict[str, str]:
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[:e.start].count(b"\n") + 1
+        raise MarsamError(f"{path} line {line} is not UTF-8 text; save split.csv as UTF-8") from None
+    except csv.Error as e:
+        raise MarsamError(f"{path} is not CSV ({e}); write a header 'id,split' and one row per image") from None
     if not rows:
         raise MarsamError(f"{path} is empty; write a header 'id,split' and one row per image")
     head = [c.strip().lower() for c in rows[0]]

@@ -17,6 +17,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .errors import disk_full
+
 
 # read once at import: os.umask can only be read by setting it, which would race with other threads
 _UMASK = os.umask(0o022)
@@ -33,26 +35,36 @@ def _mode_for(path: Path) -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path``."""
+def atomic_path(path: str | os.PathLike, nbytes: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it replaces ``path``.
+
+    A full disk (ENOSPC, EDQUOT) becomes one :class:`DiskFullError` naming the folder (and
+    ``nbytes``, the size being written, when the caller knows it); the old file stays as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
+    except OSError as e:
+        full = disk_full(e, path, nbytes)
+        if full is None:
+            raise
+        raise full from None
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             tmp.unlink()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, nbytes=len(data)) as tmp:
         tmp.write_bytes(data)
 
 

@@ -8,6 +8,7 @@ unpickled: a pickled PyTorch file is refused before it is opened.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from .labels import LabelSpec, get_label_spec
 
 FORMAT = "marsam-checkpoint/1"
 DEFAULT_NORMALIZATION = {"in_channels": 1, "mean": 0.5, "std": 0.25}
+#: the largest number a model argument (channels, classes, ...) may hold in checkpoint metadata
+MAX_MODEL_ARG = 1 << 16
 
 
 @dataclass
@@ -79,6 +82,7 @@ def _sniff(path: Path) -> None:
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
+    """The checkpoint's marsam metadata, checked for shape (a dict with the keys load needs)."""
     from safetensors import safe_open
     path = Path(path)
     _sniff(path)
@@ -90,7 +94,85 @@ def read_metadata(path: str | os.PathLike) -> dict:
     if raw is None:
         raise MarsamError(f"{path} is a safetensors file without marsam metadata; save it with "
                           "segmodels.checkpoints.save_checkpoint so the model can be rebuilt")
-    return json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except ValueError as e:
+        raise MarsamError(f"the metadata of checkpoint {path} is not JSON ({e}); re-download or re-train it") from None
+    return _check_metadata(meta, path)
+
+
+def _check_metadata(meta, path: Path) -> dict:
+    """Refuse metadata that is not what save_checkpoint writes, before anything is built from it."""
+    def bad(what: str) -> MarsamError:
+        return MarsamError(f"the metadata of checkpoint {path} is malformed ({what}); the file was edited "
+                           "or written by another program: re-download or re-train it")
+    if not isinstance(meta, dict):
+        raise bad(f"a JSON {type(meta).__name__}, not an object")
+    if not isinstance(meta.get("model"), str):
+        raise bad("no model name")
+    args = meta.get("model_args", {})
+    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+        raise bad("model_args is not an object")
+    for k, v in args.items():
+        if isinstance(v, bool) or v is None or isinstance(v, str):
+            continue
+        if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or v > MAX_MODEL_ARG:
+            raise bad(f"model argument {k}={v!r} is not a number in 0..{MAX_MODEL_ARG}")
+    if "label_spec" not in meta:
+        raise bad("no label_spec")
+    try:
+        spec = get_label_spec(meta["label_spec"])
+    except MarsamError as e:
+        raise bad(str(e)) from None
+    norm = meta.get("normalization", DEFAULT_NORMALIZATION)
+    if not isinstance(norm, dict):
+        raise bad("normalization is not an object")
+    try:
+        ok = (int(norm.get("in_channels", 1)) in (1, 3) and math.isfinite(float(norm.get("mean", 0.5)))
+              and math.isfinite(float(norm.get("std", 0.25))) and float(norm.get("std", 0.25)) > 0)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise bad(f"normalization {norm!r} needs in_channels 1 or 3, a finite mean and a positive std")
+    training = meta.get("training", {})
+    if not isinstance(training, dict):
+        raise bad("training is not an object")
+    return {**meta, "model_args": args, "label_spec": spec.to_dict(), "normalization": norm,
+            "training": training}
+
+
+def _check_shapes(path: Path, meta: dict) -> None:
+    """Build the model on the meta device (no memory) and compare its tensors with the file's.
+
+    Only a model whose every tensor matches the file in name and shape is then built for real, so
+    metadata such as ``base=10**9`` can never make marsam allocate more than the file holds.
+    """
+    from safetensors import safe_open
+    from .networks import build_model
+    try:
+        with torch.device("meta"):
+            model = build_model(meta["model"], **meta["model_args"])
+    except MarsamError as e:
+        raise MarsamError(f"checkpoint {path}: {e}; the file was edited or written by another program") from None
+    except Exception as e:  # e.g. negative or huge channel counts
+        raise MarsamError(f"checkpoint {path}: model {meta['model']!r} cannot be built with arguments "
+                          f"{meta['model_args']} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                          "re-download or re-train it") from None
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            have = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:
+        raise MarsamError(f"checkpoint {path} is corrupt ({e}); re-download or re-train it") from None
+    missing = sorted(set(want) - set(have))
+    extra = sorted(set(have) - set(want))
+    wrong = sorted(k for k in set(want) & set(have) if want[k] != have[k])
+    if missing or extra or wrong:
+        what = (f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}" if extra else
+                f"{wrong[0]} is {list(have[wrong[0]])} in the file but {list(want[wrong[0]])} in the model")
+        raise MarsamError(f"the weights in {path} do not fit model {meta['model']!r} with arguments "
+                          f"{meta['model_args']} ({what}); the file was edited or written by another "
+                          "program: re-train or re-download it")
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
@@ -98,10 +180,15 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     from .networks import build_model
     path = Path(path)
     meta = read_metadata(path)
+    _check_shapes(path, meta)
     try:
         state = load_file(str(path), device=str(device))
     except Exception as e:
         raise MarsamError(f"checkpoint {path} is truncated or corrupt ({e}); re-download or re-train it") from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise MarsamError(f"checkpoint {path} holds NaN or infinite weights ({len(bad)} tensors, e.g. {bad[0]}); "
+                          "training diverged: re-train with a lower learning rate or use an earlier checkpoint")
     model = build_model(meta["model"], **meta["model_args"])
     try:
         model.load_state_dict(state, strict=True)

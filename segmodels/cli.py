@@ -11,7 +11,7 @@ import json
 import sys
 from importlib.metadata import entry_points
 
-from .errors import MarsamError
+from .errors import MarsamError, disk_full
 
 
 def _models(args) -> int:
@@ -66,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except MarsamError as e:
         print(f"marsam: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk in a write that does not go through segmodels.atomic
+        full = disk_full(e)
+        if full is None:
+            raise
+        print(f"marsam: error: {full}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("marsam: interrupted; finished work was saved", file=sys.stderr)

@@ -18,6 +18,54 @@ from .errors import MarsamError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 MIN_SIDE = 8
+#: The largest image marsam reads: 2**30 pixels (32768 x 32768, or a 20000 x 50000 HiRISE strip),
+#: OpenCV's own decoder limit (CV_IO_MAX_IMAGE_PIXELS). Decoded, such an image takes 1 byte per
+#: pixel and channel (3 GiB as RGB); larger products are refused with one line before decoding.
+MAX_IMAGE_PIXELS = 1 << 30
+
+
+def _pil():
+    """PIL with its decompression-bomb guard raised to marsam's own limit (checked before decoding)."""
+    from PIL import Image
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    return Image
+
+
+def _too_big(path, w: int, h: int) -> MarsamError:
+    return MarsamError(f"image {path} is {w}x{h} pixels ({w * h / 1e6:.0f} Mpx), beyond the "
+                       f"{MAX_IMAGE_PIXELS / 1e6:.0f} Mpx marsam reads; cut it into tiles first "
+                       "(e.g. gdal_translate -srcwin, or vips dzsave)")
+
+
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the header without decoding; None when PIL cannot read the header."""
+    import warnings
+    Image = _pil()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below with one line
+            with Image.open(path) as im:
+                w, h = im.size
+    except Image.DecompressionBombError:
+        raise MarsamError(f"image {path} is beyond the {MAX_IMAGE_PIXELS / 1e6:.0f} Mpx marsam reads; "
+                          "cut it into tiles first (e.g. gdal_translate -srcwin)") from None
+    except Exception:
+        return None
+    if w * h > MAX_IMAGE_PIXELS:
+        raise _too_big(path, w, h)
+    return w, h
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) from the file header, without decoding the pixels; refuses images beyond
+    :data:`MAX_IMAGE_PIXELS` and unreadable files with a MarsamError."""
+    path = Path(path)
+    size = _header_size(path)
+    if size is None:
+        raise MarsamError(f"cannot read image {path}: the file is corrupt or not an image; "
+                          "re-export it as PNG, JPEG or TIFF")
+    return size[1], size[0]
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -33,13 +81,23 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise MarsamError(f"image {path} does not exist; check the path")
+    _header_size(path)  # a header claiming 50000 x 50000 is refused before any decoding
     data = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error as e:  # e.g. CV_IO_MAX_IMAGE_PIXELS for a format PIL cannot size
+        raise MarsamError(f"cannot decode image {path} ({str(e).strip().splitlines()[-1][:120]}); "
+                          f"marsam reads images up to {MAX_IMAGE_PIXELS / 1e6:.0f} Mpx: cut it into tiles "
+                          "or re-export it as PNG, JPEG or TIFF") from None
     if img is None:
         try:  # PIL reads a few formats OpenCV does not (e.g. some TIFF compressions)
-            from PIL import Image
+            Image = _pil()
             with Image.open(path) as im:
+                if im.size[0] * im.size[1] > MAX_IMAGE_PIXELS:
+                    raise _too_big(path, *im.size)
                 img = np.asarray(im)
+        except MarsamError:
+            raise
         except Exception:
             raise MarsamError(f"cannot read image {path}: the file is corrupt or not an image; "
                               "re-export it as PNG, JPEG or TIFF") from None

@@ -87,12 +87,26 @@ class LabelSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "LabelSpec":
+        """A spec from its dict form (session, checkpoint metadata); anything malformed is a MarsamError."""
+        short = repr(d)[:120]
+        if not isinstance(d, dict):
+            raise MarsamError(f"malformed label spec {short}: expected an object with name, classes, colors")
         try:
-            return cls(name=d["name"], classes=tuple(d["classes"]),
-                       colors=tuple(tuple(c) for c in d["colors"]),
-                       ignore_index=int(d.get("ignore_index", IGNORE_INDEX)))
-        except (KeyError, TypeError) as e:
-            raise MarsamError(f"malformed label spec {d!r}: missing {e}") from None
+            name, classes, colors = d["name"], d["classes"], d["colors"]
+        except KeyError as e:
+            raise MarsamError(f"malformed label spec {short}: missing {e}") from None
+        if not isinstance(name, str) or not isinstance(classes, list) or not isinstance(colors, list) \
+                or not all(isinstance(c, str) and c for c in classes):
+            raise MarsamError(f"malformed label spec {short}: name must be text, classes a list of names, "
+                              "colors a list of RGB triples")
+        ok = all(isinstance(c, (list, tuple)) and len(c) == 3 and all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in c) for c in colors)
+        ignore = d.get("ignore_index", IGNORE_INDEX)
+        if not ok or not isinstance(ignore, int) or isinstance(ignore, bool) or not 0 <= ignore <= 255:
+            raise MarsamError(f"malformed label spec {short}: colors must be RGB triples of 0..255 and "
+                              "ignore_index 0..255")
+        return cls(name=name, classes=tuple(classes), colors=tuple(tuple(c) for c in colors),
+                   ignore_index=ignore)
 
 
 AI4MARS = LabelSpec(
