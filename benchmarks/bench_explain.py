@@ -59,7 +59,6 @@ def child(name: str, checkpoint: str | None, repeats: int, threads: int) -> dict
 
     from segmodels import build_model, load_checkpoint
     from segmodels.explain import gradcam, integrated_gradients, mc_dropout_map
-    from segmodels.images import to_model_input
 
     torch.set_num_threads(threads)
     cfg = CONFIGS[name]
@@ -69,9 +68,9 @@ def child(name: str, checkpoint: str | None, repeats: int, threads: int) -> dict
     else:
         torch.manual_seed(0)
         model = build_model("unet", base=16, dropout=0.1 if cfg["method"] == "mc-dropout" else 0.0).eval()
-        norm = {"in_channels": 1, "mean": 0.5, "std": 0.25}
+        norm = model.default_normalization()
     img, img_name = _image()
-    x = to_model_input(img, in_channels=norm["in_channels"], mean=norm["mean"], std=norm["std"])
+    x = norm.to_model_input(img)
     assert x.shape[-2:] == (256, 256), x.shape
 
     def call():

@@ -1,7 +1,7 @@
 """Human-in-the-loop costs in napari, on CPU: what the expert waits for.
 
 1. Student prediction plus entropy layer for a 1024 x 1024 image: ``napari_plugin.predict.models
-   .predict_image`` (segmodels' tiled inference, entropy and confidence from segmodels.uncertainty)
+   .run_prediction`` (segmodels' tiled inference, entropy and confidence from segmodels.uncertainty)
    and the layer update (``show_prediction``: Labels in the label spec's colours + entropy Image),
    timed separately, median over ``--repeats`` after one warm-up; the whole image in one pass
    (tile 1024, the widget's default) and in 512 px tiles, side by side. The model is the shipped AI4Mars
@@ -110,7 +110,7 @@ def bench_predict(viewer, repeats: int) -> dict:
         pred_s, layer_s = [], []
         for i in range(repeats + 1):
             t0 = time.perf_counter()
-            result = models.predict_image(ckpt, image, tile=tile)
+            result = models.run_prediction(ckpt, image, tile=tile)
             t1 = time.perf_counter()
             PL.show_prediction(viewer, result, layer, entropy=True)
             t2 = time.perf_counter()

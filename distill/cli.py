@@ -75,35 +75,35 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from segmodels.checkpoints import load_checkpoint
+    from segmodels.predictors import load_predictor
     from .data import open_dataset
     from .evaluate import evaluate, write_evaluation
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    ckpt = load_checkpoint(args.checkpoint)
-    trained = ckpt.training.get("config", {})
-    size = args.size or trained.get("size") or 256
-    channels = int(ckpt.normalization.get("in_channels", 1)) if ckpt.model_name != "sam_decoder" else 3
+    from annotate.sam_loading import load_sam
+    # SAM is loaded only if the model reads SAM embeddings (the domain decoder)
+    predictor = load_predictor(args.checkpoint, sam=lambda: load_sam(args.sam_model_type, args.sam_checkpoint,
+                                                                       args.device))
+    ckpt = predictor.checkpoint
+    trained = ckpt.training.get("config", {}) if ckpt is not None else {}
     data = args.data or trained.get("data")
     if not data:
         raise MarsamError("give the data to evaluate on with --data")
-    is_decoder = ckpt.model_name == "sam_decoder"
-    if is_decoder and not args.size:
-        size = None      # SAM resizes every image itself; evaluate at the images' own size
-    ds = open_dataset(data, args.split, size, channels, label_spec=ckpt.label_spec, limit=args.limit,
-                      progress=True, mixed_sizes=is_decoder)
-    sam = None
-    if ckpt.model_name == "sam_decoder":
-        from annotate.sam_loading import load_sam
-        sam = load_sam(args.sam_model_type, args.sam_checkpoint, args.device)
-    result = evaluate(ckpt, ds, batch_size=args.batch_size, device=args.device, speed=not args.no_speed,
-                      sam_model=sam, progress=True)
+    on_pixels = predictor.normalization.reads_pixels
+    # an image-reading network is evaluated at its training size; a SAM-embedding reader takes
+    # RGB images at their own size (SAM resizes every image itself)
+    size = args.size or (trained.get("size") or 256 if on_pixels else None)
+    channels = predictor.normalization.in_channels if on_pixels else 3
+    ds = open_dataset(data, args.split, size, channels, label_spec=predictor.label_spec, limit=args.limit,
+                      progress=True, mixed_sizes=not on_pixels)
+    result = evaluate(predictor, ds, batch_size=args.batch_size, device=args.device, speed=not args.no_speed,
+                      progress=True)
     result["checkpoint"] = str(args.checkpoint)
     out = Path(args.json or Path(args.checkpoint).with_name(f"eval-{args.split}.json"))
     paths = write_evaluation(result, out, ds.label_spec)
     ious = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in result["iou_per_class"].items())
-    print(f"{ckpt.model_name} on {data} ({args.split}, {result['images']} images, {size or 'original'} px): mIoU "
+    print(f"{predictor.model_name} on {data} ({args.split}, {result['images']} images, {size or 'original'} px): mIoU "
           f"{result['miou']:.4f} ({ious}), pixel accuracy {result['pixel_accuracy']:.4f}"
           + (f", {result['images_per_second']:.1f} images/s on {result['machine']['device']}"
              if result.get("images_per_second") else ""))

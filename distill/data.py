@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from segmodels.errors import MarsamError
 from segmodels.images import IMAGE_SUFFIXES, load_image, to_unit_float
 from segmodels.labels import LabelSpec, get_label_spec
+from segmodels.normalization import DEFAULT_MEAN, DEFAULT_STD, Normalization
 
 from .augment import Augment
 
@@ -57,8 +58,8 @@ class SegmentationDataset(Dataset):
     source: str = ""
     split: str = SINGLE_SPLIT
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    mean: float = 0.5
-    std: float = 0.25
+    mean: float = DEFAULT_MEAN
+    std: float = DEFAULT_STD
     seed: int = 0
     soft: list[np.ndarray] | None = None     # optional per-image teacher logits (K x H x W)
 
@@ -73,8 +74,8 @@ class SegmentationDataset(Dataset):
         self._epoch = int(epoch)
 
     @property
-    def normalization(self) -> dict:
-        return {"in_channels": self.channels, "mean": self.mean, "std": self.std}
+    def normalization(self) -> Normalization:
+        return Normalization(in_channels=self.channels, mean=self.mean, std=self.std, size=self.size)
 
     def image_float(self, i: int) -> np.ndarray:
         img = self.images[i].astype(np.float32) / 255.0
@@ -90,7 +91,7 @@ class SegmentationDataset(Dataset):
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, self._epoch, i])
             img, mask, soft = self.augment(img, mask, rng, soft)
-        x = (img - self.mean) / self.std
+        x = self.normalization.from_unit(img)
         x = x[None] if x.ndim == 2 else x.transpose(2, 0, 1)
         item = {"x": torch.from_numpy(np.ascontiguousarray(x, np.float32)),
                 "y": torch.from_numpy(np.ascontiguousarray(mask).astype(np.int64)),

@@ -21,8 +21,9 @@ from torch.utils.data import Dataset
 
 from segmodels.errors import MarsamError
 from segmodels.labels import LabelSpec
-from segmodels.networks import build_model, embedding_logits_to_image
-from segmodels.networks.sam_decoder import SAM_INPUT_SIZE
+from segmodels.networks import build_model
+from segmodels.networks.sam_decoder import SAM_EMBED_CHANNELS, SAM_INPUT_SIZE
+from segmodels.normalization import SAM_EMBEDDING, Normalization
 
 from .config import TrainConfig
 from .data import SegmentationDataset, open_dataset
@@ -93,44 +94,19 @@ class EmbeddingDataset(Dataset):
         return counts
 
     @property
-    def normalization(self) -> dict:
+    def normalization(self) -> Normalization:
         # the decoder reads SAM embeddings; SAM normalises the image itself
-        return {"in_channels": 256, "input": "sam_embedding", "mean": None, "std": None}
-
-
-@torch.no_grad()
-@torch.no_grad()
-def decoder_image_logits(decoder, sam_model, image: np.ndarray, cache=None) -> torch.Tensor:
-    """1 x K x H x W logits of the decoder for a whole image; tiles are stitched (overlaps averaged)."""
-    from annotate.embeddings import embed_image
-    emb = embed_image(sam_model, image, cache)
-    decoder.eval()
-    dev = next(decoder.parameters()).device
-    h, w = emb.image_size
-    total = None
-    count = torch.zeros(1, 1, h, w)
-    for t in emb.tiles:
-        logits = decoder(t.embedding.to(dev)).float()
-        logits = embedding_logits_to_image(logits, t.input_size, t.original_size).cpu()
-        if total is None:
-            total = torch.zeros(1, logits.shape[1], h, w)
-        x0, y0, x1, y1 = t.bounds
-        total[..., y0:y1, x0:x1] += logits
-        count[..., y0:y1, x0:x1] += 1
-    return total / count.clamp_min(1)
-
-
-def decoder_image_probs(decoder, sam_model, image: np.ndarray, cache=None) -> np.ndarray:
-    """K x H x W class probabilities of the decoder on a whole image (what predictions, the
-    demo and the napari plugin show)."""
-    from segmodels.inference import class_probs
-    return class_probs(decoder_image_logits(decoder, sam_model, image, cache).float())[0].cpu().numpy()
+        return Normalization(in_channels=SAM_EMBED_CHANNELS, input=SAM_EMBEDDING, mean=None, std=None)
 
 
 def attach_decoder_soft_labels(dataset: SegmentationDataset, decoder, sam_model, config: TrainConfig,
                                progress: bool = False) -> None:
     """Compute the decoder's logits once per training image (at the dataset's size) and attach
-    them as ``dataset.soft``; augmentations move them with the image."""
+    them as ``dataset.soft``; augmentations move them with the image. ``decoder``: the decoder's
+    Predictor (or its module)."""
+    from annotate.decoder_predictor import decoder_image_logits
+    if not isinstance(decoder, torch.nn.Module):
+        decoder = decoder.module
     if sam_model is None:
         raise MarsamError("distilling from the SAM decoder needs SAM's image encoder; pass sam_model "
                           "(CLI: --set sam_checkpoint=PATH)")

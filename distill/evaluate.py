@@ -19,25 +19,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from segmodels.atomic import atomic_path, atomic_write_json, atomic_write_text
-from segmodels.checkpoints import Checkpoint, load_checkpoint
 from segmodels.device import pick_device
 from segmodels.errors import MarsamError
 from segmodels.labels import LabelSpec
+from segmodels.networks import DEFAULT_INPUT
+from segmodels.predictors import check_label_spec, load_predictor
 from segmodels.stats import count_params, gflops
 
 from .data import SegmentationDataset
 from .metrics import SegmentationMetrics, confusion_to_markdown
-
-
-def _resolve(checkpoint_or_model) -> tuple[nn.Module, dict, LabelSpec | None, str, dict]:
-    obj = checkpoint_or_model
-    if isinstance(obj, (str, os.PathLike)):
-        obj = load_checkpoint(obj)
-    if isinstance(obj, Checkpoint):
-        return obj.model, obj.normalization, obj.label_spec, obj.model_name, obj.training
-    if isinstance(obj, nn.Module):
-        return obj, {}, None, getattr(obj, "model_name", type(obj).__name__), {}
-    raise MarsamError(f"cannot evaluate {type(obj).__name__}; give a checkpoint path or a model")
 
 
 @torch.no_grad()
@@ -68,46 +58,30 @@ def machine_info(device: torch.device | None = None) -> dict:
     return info
 
 
-def _renorm(x: torch.Tensor, data_norm: dict, model_norm: dict) -> torch.Tensor:
-    m, s = model_norm.get("mean"), model_norm.get("std")
-    if m is None or (m, s) == (data_norm["mean"], data_norm["std"]):
-        return x
-    return (x * data_norm["std"] + data_norm["mean"] - m) / s
-
-
 @torch.no_grad()
 def evaluate(checkpoint_or_model, dataset: SegmentationDataset, batch_size: int = 8,
              device: str | torch.device | None = None, speed: bool = True, sam_model=None,
              grid_samples: int = 6, progress: bool = False) -> dict:
-    """Metrics of a checkpoint (path / Checkpoint / module) on ``dataset``; see the module doc."""
-    model, norm, spec, name, training = _resolve(checkpoint_or_model)
+    """Metrics of a model (anything ``segmodels.predictors.load_predictor`` takes: checkpoint path,
+    pretrained name, Checkpoint, module, Predictor) on ``dataset``; see the module doc.
+    ``sam_model`` feeds a predictor that reads SAM embeddings (the domain decoder)."""
     dev = pick_device(device)
-    model = model.to(dev).eval()
-    if spec is not None and spec.classes != dataset.label_spec.classes:
-        raise MarsamError(f"the model predicts {list(spec.classes)} but the dataset is labelled with "
-                          f"{list(dataset.label_spec.classes)}; evaluate on data with the model's label spec")
+    predictor = load_predictor(checkpoint_or_model, sam=sam_model)
+    check_label_spec(predictor, dataset.label_spec, where="the dataset is labelled with",
+                     fix="evaluate on data with the model's label spec")
+    name = predictor.model_name
+    training = predictor.checkpoint.training if predictor.checkpoint is not None else {}
     spec = dataset.label_spec
     metrics = SegmentationMetrics(spec.num_classes, spec.ignore_index)
     samples = []
-    is_decoder = name == "sam_decoder"
+    model = predictor.module
+    # a torch network on the image is evaluated in batches at the dataset's size; any other
+    # predictor (the SAM decoder, which embeds each image at its own size) image by image
+    batched = model is not None and predictor.normalization.reads_pixels
     t0 = time.perf_counter()
-    if is_decoder:
-        from .decoder import decoder_image_logits
-        if sam_model is None:
-            raise MarsamError("evaluating a SAM domain decoder needs SAM's image encoder; pass sam_model "
-                              "(CLI: --sam-model-type/--sam-checkpoint)")
-        it = range(len(dataset))
-        if progress:
-            from tqdm import tqdm
-            it = tqdm(it, desc="evaluating", unit="img", leave=False)
-        for i in it:
-            logits = decoder_image_logits(model, sam_model, dataset.images[i])
-            y = torch.from_numpy(dataset.masks[i].astype(np.int64))[None]
-            metrics.update(logits.cpu(), y)
-            if len(samples) < grid_samples:
-                samples.append((dataset.image_float(i), dataset.masks[i], logits[0].argmax(0).cpu().numpy()))
-    else:
-        in_ch = getattr(model, "in_channels", dataset.channels)
+    if batched:
+        model = model.to(dev).eval()
+        in_ch = predictor.normalization.in_channels
         if in_ch != dataset.channels:
             raise MarsamError(f"the model takes {in_ch}-channel input but the dataset was opened with "
                               f"{dataset.channels}; open it with channels={in_ch}")
@@ -117,31 +91,47 @@ def evaluate(checkpoint_or_model, dataset: SegmentationDataset, batch_size: int 
             from tqdm import tqdm
             it = tqdm(loader, desc="evaluating", unit="batch", leave=False)
         for batch in it:
-            x = _renorm(batch["x"], dataset.normalization, norm).to(dev)
+            x = predictor.normalization.renormalize(batch["x"], dataset.normalization).to(dev)
             logits = model(x).float().cpu()
             metrics.update(logits, batch["y"])
             pred = logits.argmax(1).numpy()
             for j, idx in enumerate(batch["index"].tolist()):
                 if len(samples) < grid_samples:
                     samples.append((dataset.image_float(idx), dataset.masks[idx], pred[j]))
+    else:
+        if model is not None:
+            model.to(dev)
+        it = range(len(dataset))
+        if progress:
+            from tqdm import tqdm
+            it = tqdm(it, desc="evaluating", unit="img", leave=False)
+        for i in it:
+            probs = torch.from_numpy(predictor.probabilities(dataset.images[i], device=dev))[None]
+            # log-probabilities are logits up to a per-pixel constant: the same softmax, argmax and ECE
+            logits = torch.log(probs.clamp_min(torch.finfo(torch.float32).tiny))
+            y = torch.from_numpy(dataset.masks[i].astype(np.int64))[None]
+            metrics.update(logits, y)
+            if len(samples) < grid_samples:
+                samples.append((dataset.image_float(i), dataset.masks[i], probs[0].argmax(0).numpy()))
     seconds = time.perf_counter() - t0
     result = metrics.compute(spec.classes)
     size = dataset.size or dataset.masks[0].shape[0]
-    shape = (1, 256, 64, 64) if is_decoder else (1, dataset.channels, size, size)
+    shape = (1, dataset.channels, size, size) if batched else DEFAULT_INPUT.get(name, (1, dataset.channels, size, size))
     result.update({
         "model": name, "checkpoint": str(checkpoint_or_model) if isinstance(checkpoint_or_model, (str, os.PathLike))
         else None, "label_spec": spec.name, "classes": list(spec.classes),
         "data": dataset.source, "split": dataset.split, "images": len(dataset),
         "skipped": [list(s) for s in dataset.skipped], "input_size": size,
-        "params": count_params(model), "gflops": round(gflops(model.cpu(), shape), 4),
+        "params": count_params(model) if model is not None else None,
+        "gflops": round(gflops(model.cpu(), shape), 4) if model is not None else None,
         "evaluation_seconds": round(seconds, 2),
         "images_per_second_batch": round(len(dataset) / seconds, 3) if seconds > 0 else None,
         "machine": machine_info(dev), "training": training,
     })
-    model.to(dev)
-    if speed and not is_decoder:
+    if speed and batched:
+        model.to(dev)
         result["images_per_second"] = round(measure_speed(model, shape, dev), 3)
-    elif is_decoder:
+    elif not batched:
         result["images_per_second"] = result["images_per_second_batch"]   # includes SAM's encoder
     result["_samples"] = samples
     return result

@@ -2,7 +2,7 @@
 
 Each model is ``distill/pretrained/<name>.safetensors`` (a marsam checkpoint: weights plus the
 metadata to rebuild it) with a model card ``<name>.md`` next to it saying how it was trained
-and what it measured.
+and what it measured. ``segmodels.predictors.load_predictor`` accepts these names too.
 """
 from __future__ import annotations
 
@@ -10,12 +10,21 @@ from pathlib import Path
 
 from segmodels.checkpoints import Checkpoint, load_checkpoint
 from segmodels.errors import MarsamError
+from segmodels.predictors import register_pretrained
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 
 
 def list_pretrained() -> list[str]:
     return sorted(p.stem for p in PRETRAINED_DIR.glob("*.safetensors"))
+
+
+def _shipped() -> dict[str, Path]:
+    return {p.stem: p for p in PRETRAINED_DIR.glob("*.safetensors")}
+
+
+# ``segmodels.predictors.load_predictor("ai4mars-student")`` finds the shipped models through this
+register_pretrained(_shipped)
 
 
 def pretrained_path(name: str) -> Path:

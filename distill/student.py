@@ -13,10 +13,11 @@ import os
 import torch
 from torch import nn
 
-from segmodels.checkpoints import Checkpoint, load_checkpoint
 from segmodels.errors import MarsamError
 from segmodels.labels import LabelSpec
 from segmodels.networks import build_model
+from segmodels.normalization import Normalization
+from segmodels.predictors import Predictor, check_label_spec, load_predictor
 
 from .config import TrainConfig
 from .data import SegmentationDataset
@@ -25,34 +26,24 @@ from .teacher import SupervisedTask, data_info, open_train_val
 from .train_loop import ProgressFn, StopFn, TrainResult, fit, seed_everything
 
 
-def resolve_model(obj, what: str, label_spec: LabelSpec) -> tuple[nn.Module, dict, str]:
-    """A model from a checkpoint path, a Checkpoint or a module; label spec checked."""
+def resolve_model(obj, what: str, label_spec: LabelSpec) -> tuple[Predictor, str]:
+    """The Predictor of a checkpoint path, a Checkpoint or a module; label spec checked."""
     if obj is None:
         raise MarsamError(f"distillation needs a {what}: give its checkpoint (--teacher PATH or "
                           f"{what}_checkpoint in the config), or set distill=false for a label-only student")
-    if isinstance(obj, (str, os.PathLike)):
-        obj = load_checkpoint(obj)
-    if isinstance(obj, Checkpoint):
-        if obj.label_spec.classes != label_spec.classes:
-            raise MarsamError(f"the {what} {obj.path} was trained on classes {list(obj.label_spec.classes)} "
-                              f"but the student's labels are {list(label_spec.classes)}; use a {what} "
-                              "trained with the same label spec")
-        return obj.model, obj.normalization, str(obj.path)
-    if isinstance(obj, nn.Module):
-        k = getattr(obj, "num_classes", label_spec.num_classes)
-        if k != label_spec.num_classes:
-            raise MarsamError(f"the {what} predicts {k} classes but the labels have {label_spec.num_classes}")
-        return obj, {}, type(obj).__name__
-    raise MarsamError(f"cannot use {type(obj).__name__} as a {what}; give a checkpoint path or a model")
+    p = load_predictor(obj)
+    check_label_spec(p, label_spec, what=f"the {what} {p.name}", where="the student's labels are",
+                     fix=f"use a {what} trained with the same label spec")
+    return p, str(p.checkpoint.path) if p.checkpoint is not None else type(p.module).__name__
 
 
 class DistillTask(SupervisedTask):
     def __init__(self, model, dataset, config: TrainConfig, teacher: nn.Module | None,
-                 teacher_norm: dict, info: dict):
+                 teacher_norm: Normalization | None, info: dict):
         super().__init__(model, dataset, config, "student", info)
         self.teacher = teacher
-        self.teacher_norm = teacher_norm or {}
         self.student_norm = dataset.normalization
+        self.teacher_norm = teacher_norm or self.student_norm
 
     def setup(self, device, train_ds) -> None:
         super().setup(device, train_ds)
@@ -60,19 +51,16 @@ class DistillTask(SupervisedTask):
             self.teacher = self.teacher.to(device).eval()
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
-            tc = int(self.teacher_norm.get("in_channels", self.student_norm["in_channels"]))
-            if tc != self.student_norm["in_channels"]:
+            tc = self.teacher_norm.in_channels
+            if tc != self.student_norm.in_channels:
                 raise MarsamError(f"the teacher takes {tc}-channel input but the student data is "
-                                  f"{self.student_norm['in_channels']}-channel; set channels={tc}")
+                                  f"{self.student_norm.in_channels}-channel; set channels={tc}")
 
     @torch.no_grad()
     def teacher_logits(self, batch: dict) -> torch.Tensor:
         outs = []
         if self.teacher is not None:
-            x = batch["x"]
-            tm, ts = self.teacher_norm.get("mean"), self.teacher_norm.get("std")
-            if tm is not None and (tm, ts) != (self.student_norm["mean"], self.student_norm["std"]):
-                x = (x * self.student_norm["std"] + self.student_norm["mean"] - tm) / ts
+            x = self.teacher_norm.renormalize(batch["x"], self.student_norm)
             outs.append(self.teacher(x).float())
         if "soft" in batch:
             outs.append(batch["soft"].float())
@@ -109,15 +97,17 @@ def train_student(config: TrainConfig, out_dir: str | os.PathLike, teacher=None,
         return fit(task, train, val, config, out_dir, progress, should_stop, show_progress)
     info.update(distilled=True, alpha=config.alpha, temperature=config.temperature,
                 distill_from=config.distill_from, cwd=config.cwd)
-    t_model, t_norm = None, {}
+    t_model, t_norm = None, None
     if config.distill_from in ("teacher", "average"):
-        t_model, t_norm, info["teacher"] = resolve_model(
+        t_pred, info["teacher"] = resolve_model(
             teacher if teacher is not None else config.teacher_checkpoint, "teacher", train.label_spec)
+        # a bare module records no normalisation: it is taken to read the student's input
+        t_model, t_norm = t_pred.module, t_pred.normalization if t_pred.checkpoint is not None else None
     if config.distill_from in ("decoder", "average"):
         from .decoder import attach_decoder_soft_labels
-        d_model, _, info["decoder"] = resolve_model(
+        d_pred, info["decoder"] = resolve_model(
             decoder if decoder is not None else config.decoder_checkpoint, "decoder", train.label_spec)
-        attach_decoder_soft_labels(train, d_model, sam_model, config, show_progress)
+        attach_decoder_soft_labels(train, d_pred, sam_model, config, show_progress)
     task = DistillTask(student, train, config, t_model, t_norm, info)
     return fit(task, train, val, config, out_dir, progress, should_stop, show_progress)
 

@@ -20,9 +20,9 @@ from torch import nn
 from .atomic import atomic_path
 from .errors import MarsamError
 from .labels import LabelSpec, get_label_spec
+from .normalization import DEFAULT_NORMALIZATION, Normalization
 
 FORMAT = "marsam-checkpoint/1"
-DEFAULT_NORMALIZATION = {"in_channels": 1, "mean": 0.5, "std": 0.25}
 #: the largest number a model argument (channels, classes, ...) may hold in checkpoint metadata
 MAX_MODEL_ARG = 1 << 16
 
@@ -33,13 +33,18 @@ class Checkpoint:
     model_name: str
     model_args: dict
     label_spec: LabelSpec
-    normalization: dict = field(default_factory=lambda: dict(DEFAULT_NORMALIZATION))
+    normalization: Normalization = DEFAULT_NORMALIZATION
     training: dict = field(default_factory=dict)
     path: Path | None = None
 
 
+def _default_normalization(model: nn.Module) -> Normalization:
+    fn = getattr(model, "default_normalization", None)
+    return fn() if fn is not None else DEFAULT_NORMALIZATION
+
+
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, label_spec: LabelSpec | str | None = None,
-                    normalization: dict | None = None, training: dict | None = None) -> Path:
+                    normalization: Normalization | dict | None = None, training: dict | None = None) -> Path:
     from safetensors.torch import save_file
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -50,7 +55,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, label_spec: Label
         raise MarsamError(f"{type(model).__name__} is not a registered marsam model; cannot checkpoint it")
     meta = {"format": FORMAT, "model": name, "model_args": model.config(),
             "label_spec": get_label_spec(label_spec).to_dict(),
-            "normalization": dict(normalization or DEFAULT_NORMALIZATION),
+            "normalization": Normalization.coerce(normalization, _default_normalization(model)).to_dict(),
             "training": training or {}}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
@@ -124,16 +129,11 @@ def _check_metadata(meta, path: Path) -> dict:
         spec = get_label_spec(meta["label_spec"])
     except MarsamError as e:
         raise bad(str(e)) from None
-    norm = meta.get("normalization", DEFAULT_NORMALIZATION)
-    if not isinstance(norm, dict):
-        raise bad("normalization is not an object")
+    norm = meta.get("normalization")
     try:
-        ok = (int(norm.get("in_channels", 1)) in (1, 3) and math.isfinite(float(norm.get("mean", 0.5)))
-              and math.isfinite(float(norm.get("std", 0.25))) and float(norm.get("std", 0.25)) > 0)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise bad(f"normalization {norm!r} needs in_channels 1 or 3, a finite mean and a positive std")
+        Normalization.coerce(norm)
+    except MarsamError as e:
+        raise bad(f"normalization {norm!r}: {e}") from None
     training = meta.get("training", {})
     if not isinstance(training, dict):
         raise bad("training is not an object")
@@ -200,5 +200,5 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     model.to(device).eval()
     return Checkpoint(model=model, model_name=meta["model"], model_args=meta["model_args"],
                       label_spec=get_label_spec(meta["label_spec"]),
-                      normalization=meta.get("normalization", dict(DEFAULT_NORMALIZATION)),
+                      normalization=Normalization.coerce(meta.get("normalization"), _default_normalization(model)),
                       training=meta.get("training", {}), path=path)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MarsamError
+from .normalization import DEFAULT_MEAN, DEFAULT_STD
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 MIN_SIDE = 8
@@ -176,9 +177,10 @@ def to_gray_float(img: np.ndarray, what: str = "image") -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def to_model_input(img: np.ndarray, in_channels: int = 1, mean: float = 0.5, std: float = 0.25,
+def to_model_input(img: np.ndarray, in_channels: int = 1, mean: float = DEFAULT_MEAN, std: float = DEFAULT_STD,
                    what: str = "image"):
-    """A 1 x C x H x W float tensor normalised the way marsam's U-Nets were trained."""
+    """A 1 x C x H x W float tensor normalised the way marsam's U-Nets were trained (see
+    :class:`segmodels.normalization.Normalization`, which calls this)."""
     import torch
     if in_channels == 1:
         arr = to_gray_float(img, what)[None]

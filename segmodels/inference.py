@@ -1,6 +1,7 @@
 """Predict a label map for an image of any size: the one inference path of marsam.
 
-The napari "predict" widget and ``marsam explain`` both call :func:`predict`. Images are
+Every image-reading :class:`~segmodels.predictors.Predictor` (the U-Nets) ends in
+:func:`network_probabilities`; :func:`predict` is the short form for one image. Images are
 processed at their NATIVE resolution: the pixel scale of a user's image is unknown (a 1024 px
 navcam frame, a HiRISE crop), and resizing it to the training size would blur away the small
 rocks experts care most about; the U-Nets are fully convolutional, so they run at any size.
@@ -17,10 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoints import DEFAULT_NORMALIZATION, Checkpoint
 from .device import autocast, pick_device
 from .errors import MarsamError
-from .images import to_model_input
+from .normalization import Normalization
 
 
 @dataclass
@@ -52,40 +52,33 @@ def _window(h: int, w: int) -> np.ndarray:
     return np.outer(hann(h), hann(w)).astype(np.float32) + 1e-3
 
 
-def resolve_model(model: nn.Module | Checkpoint, normalization: dict | None) -> tuple[nn.Module, dict]:
-    """The network and the normalisation to use (explicit > checkpoint's > default)."""
-    norm = dict(DEFAULT_NORMALIZATION)
-    if isinstance(model, Checkpoint):
-        norm.update(model.normalization or {})
-        model = model.model
-    if not isinstance(model, nn.Module):
-        raise MarsamError(f"predict takes a marsam model or Checkpoint, not {type(model).__name__}")
-    norm.update(normalization or {})
-    if getattr(model, "model_name", "") == "sam_decoder":
-        raise MarsamError("this is a sam_decoder checkpoint: it segments SAM image embeddings, not images; "
-                          "predict with annotate's embeddings (the embedding cache plus the decoder) instead")
-    return model, norm
-
-
-@torch.no_grad()
-def predict(model: nn.Module | Checkpoint, image: np.ndarray, normalization: dict | None = None,
+def predict(model, image: np.ndarray, normalization: Normalization | dict | None = None,
             tile: int = 512, overlap: int = 64, device: str | torch.device | None = None,
             batch_size: int = 4) -> Prediction:
     """Class probabilities and labels of ``image`` (H x W [x 3|4], any dtype marsam reads).
 
-    ``normalization`` keys: ``in_channels``, ``mean``, ``std`` (a checkpoint's are used when
-    not given). ``tile``/``overlap`` bound memory for large images; a ``size`` entry (the
-    training input size) is recorded but not used to resize, see the module docstring.
+    ``model``: anything :func:`segmodels.predictors.load_predictor` takes (a network, a
+    Checkpoint, a checkpoint path, a Predictor). ``normalization`` overrides the checkpoint's.
+    ``tile``/``overlap`` bound memory for large images; see the module docstring.
     """
+    from .predictors import load_predictor
+    p = load_predictor(model, normalization=normalization)
+    probs = p.probabilities(image, tile=tile, overlap=overlap, batch_size=batch_size, device=device)
+    probs = np.ascontiguousarray(probs, dtype=np.float32)
+    return Prediction(probs=probs, labels=probs.argmax(axis=0).astype(np.uint8))
+
+
+@torch.no_grad()
+def network_probabilities(net: nn.Module, x: torch.Tensor, tile: int = 512, overlap: int = 64,
+                          batch_size: int = 4, device: str | torch.device | None = None) -> np.ndarray:
+    """K x H x W float32 probabilities of ``net`` on the normalised 1 x C x H x W input ``x``,
+    in overlapping tiles blended with a Hann window when ``x`` is larger than ``tile``."""
     if tile < 16:
         raise MarsamError(f"tile must be at least 16 pixels, got {tile}")
     if not 0 <= overlap < tile // 2:
         raise MarsamError(f"overlap must be in 0..{tile // 2 - 1} for tile {tile}, got {overlap}")
     if batch_size < 1:
         raise MarsamError(f"batch size must be at least 1, got {batch_size}")
-    net, norm = resolve_model(model, normalization)
-    x = to_model_input(image, in_channels=int(norm.get("in_channels", 1)), mean=float(norm.get("mean", 0.5)),
-                       std=float(norm.get("std", 0.25)))
     dev = pick_device(device) if device is not None else next(net.parameters()).device
     was = net.training
     net.to(dev).eval()
@@ -98,8 +91,7 @@ def predict(model: nn.Module | Checkpoint, image: np.ndarray, normalization: dic
             probs = _tiled(net, x, tile, overlap, dev, batch_size)
     finally:
         net.train(was)
-    probs = np.ascontiguousarray(probs, dtype=np.float32)
-    return Prediction(probs=probs, labels=probs.argmax(axis=0).astype(np.uint8))
+    return np.ascontiguousarray(probs, dtype=np.float32)
 
 
 def _tiled(net: nn.Module, x: torch.Tensor, tile: int, overlap: int, dev: torch.device,

@@ -76,7 +76,7 @@ def evaluate_models(trained: dict, val, sam, s: DemoSettings, progress: bool) ->
     results = {}
     for name, r in trained.items():
         res = evaluate(r.best, val, batch_size=s.batch_size, device=None if s.device == "auto" else s.device,
-                       speed=True, sam_model=sam if name == "decoder" else None, grid_samples=0, progress=progress)
+                       speed=True, sam_model=sam, grid_samples=0, progress=progress)
         res.pop("_samples", None)
         results[name] = res
     return results
@@ -94,20 +94,18 @@ def _target_class(gt: np.ndarray, spec) -> int:
 
 def explain(trained: dict, train, annotations, val, sam, cache, s: DemoSettings) -> dict:
     """Predictions, Grad-CAM, entropy and calibration bins for the report's figures."""
-    from segmodels.checkpoints import load_checkpoint
     from segmodels.explain import gradcam
-    from segmodels.inference import predict
+    from segmodels.predictors import load_predictor
     from segmodels.uncertainty import CalibrationBins, predictive_entropy
-    from distill.decoder import decoder_image_probs
     spec = val.label_spec
     dev = None if s.device == "auto" else s.device
-    ckpts = {name: load_checkpoint(r.best) for name, r in trained.items()}
+    ckpts = {name: load_predictor(r.best, sam=sam, cache=cache) for name, r in trained.items()}
     probs: dict[str, list[np.ndarray]] = {name: [] for name in ckpts}
     calibration = {}
     for name, ck in ckpts.items():
         bins = CalibrationBins(n_bins=10, ignore_index=spec.ignore_index)
         for img, gt in zip(val.images, val.masks):
-            p = decoder_image_probs(ck.model, sam, img, cache) if name == "decoder" else predict(ck, img, device=dev).probs
+            p = ck.probabilities(img, device=dev)
             probs[name].append(p)
             bins.update(p, gt)
         calibration[name] = bins

@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from segmodels.checkpoints import Checkpoint
+from segmodels.predictors import Predictor
 from segmodels.errors import MarsamError
 
 from ..predict.jobs import Job
@@ -97,7 +97,7 @@ def scale_for_display(arr: np.ndarray, display: str, num_classes: int) -> tuple[
     return arr, (0.0, math.log(max(num_classes, 2))), 1.0
 
 
-def _call(key: str, ckpt: Checkpoint, image: np.ndarray, target, o: dict):
+def _call(key: str, ckpt: Predictor, image: np.ndarray, target, o: dict):
     from segmodels import explain as E
     if key == "gradcam":
         return E.gradcam(ckpt, image, target, layer=o.get("layer") or None)
@@ -114,20 +114,20 @@ def _call(key: str, ckpt: Checkpoint, image: np.ndarray, target, o: dict):
     return E.mc_dropout_map(ckpt, image, samples=int(o["samples"]), batch_size=int(o["batch_size"]))
 
 
-def explain(key: str, ckpt: Checkpoint, image: np.ndarray, target: int | str | None = None,
+def explain(key: str, ckpt: Predictor, image: np.ndarray, target: int | str | None = None,
             options: dict | None = None, job: Job | None = None) -> list[MapLayer]:
     """Run method ``key`` on ``image`` and return the layers to show (one, or a map plus the
     stack of attention gates). ``job`` counts forward passes and stops them on Cancel."""
     m = method_of(key)
-    if ckpt.model_name == "sam_decoder":
-        raise MarsamError("the domain decoder reads SAM embeddings, so pixel explanations do not apply to it; "
-                          "explain the student or the teacher (checkpoint file) instead")
+    if not ckpt.normalization.reads_pixels or ckpt.module is None:
+        raise MarsamError(f"{short_name(ckpt)} reads SAM embeddings or has no torch network, so pixel "
+                          "explanations do not apply to it; explain the student or the teacher (checkpoint file) instead")
     if m.per_class and target is None:
         raise MarsamError(f"{m.title} explains one class; choose the class to explain")
     o = dict(DEFAULT_OPTIONS[key])
     o.update({k: v for k, v in (options or {}).items() if k in o})
     job = job or Job(m.title)
-    with job.watch(ckpt.model, m.forwards(o)):
+    with job.watch(ckpt.module, m.forwards(o)):
         ex = _call(key, ckpt, image, target, o)
     k = ckpt.label_spec.num_classes
     data, limits, divisor = scale_for_display(ex.map, m.display, k)
@@ -143,6 +143,6 @@ def explain(key: str, ckpt: Checkpoint, image: np.ndarray, target: int | str | N
     return out
 
 
-def short_name(ckpt: Checkpoint) -> str:
+def short_name(ckpt: Predictor) -> str:
     """How layers name the model, so maps of two models can sit side by side."""
-    return Path(ckpt.path).stem if ckpt.path else ckpt.model_name
+    return ckpt.name

@@ -13,6 +13,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, LineEdit, PushButton, SpinBox
 
 from segmodels.errors import MarsamError
+from segmodels.predictors import check_label_spec
 
 from ..notify import guarded, info
 from ..predict import layers as PL
@@ -118,9 +119,9 @@ class ExplainWidget(Container):
         def work(job):
             job.message = "loading the model"
             ckpt = chooser.load(spec)
-            if m.per_class and list(ckpt.label_spec.classes) != list(session_spec.classes):
-                raise MarsamError(f"the model predicts {list(ckpt.label_spec.classes)}, not the classes of label "
-                                  f"spec {session_spec.name!r}; choose a model trained on {session_spec.name!r}")
+            if m.per_class:
+                check_label_spec(ckpt, session_spec, where=f"label spec {session_spec.name!r} has",
+                                 fix=f"choose a model trained on {session_spec.name!r}")
             job.message = m.title
             return M.explain(key, ckpt, image, cls, opts, job)
 

@@ -76,10 +76,16 @@ class Job:
         return min(self.done / self.total, 0.99)
 
     @contextlib.contextmanager
-    def watch(self, model: nn.Module, forwards: int | None = None) -> Iterator[None]:
-        """Count ``model``'s forward passes as progress and stop them when cancelled."""
+    def watch(self, model: nn.Module | None, forwards: int | None = None) -> Iterator[None]:
+        """Count ``model``'s forward passes as progress and stop them when cancelled (a model
+        kind without a torch module, e.g. ONNX, is only checked for Cancel around the call)."""
         if forwards is not None:
             self.update(0, forwards)
+        if model is None:
+            self.check()
+            yield
+            self.check()
+            return
 
         def hook(module, args):
             self.check()

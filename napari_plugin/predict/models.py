@@ -1,18 +1,11 @@
-"""Which model predicts, and its prediction of one image: plain calls into segmodels, distill and annotate.
+"""Which model predicts, and its prediction of one image: plain calls into segmodels and annotate.
 
-Three sources, as the predict widget offers them:
-
-- the pretrained AI4Mars student shipped with distill (``distill.load_pretrained``), the default
-  when it is installed;
-- any marsam checkpoint file (student, teacher, or a domain decoder);
-- a domain decoder, which segments the current image's SAM embedding instead of its pixels: the
-  embedding comes from annotate's cache (the annotator computed it already when SAM is loaded)
-  and ``distill.decoder.decoder_image_logits`` maps the decoder's logits back from SAM's padded
-  1024 frame (``segmodels.networks.embedding_logits_to_image``), averaging the tiles of a large
-  image where they overlap.
-
-U-Nets go through ``segmodels.inference.predict`` (overlapping tiles for large images);
-uncertainty through ``segmodels.uncertainty``. No Qt here.
+Two sources, as the predict widget offers them: the pretrained AI4Mars student shipped with
+distill, the default when it is installed, or any marsam checkpoint file (student, teacher, or a
+domain decoder). Either becomes a ``segmodels.predictors.Predictor`` (``load_predictor``); a
+domain decoder segments the current image's SAM embedding instead of its pixels, so it is given
+the annotator's SAM model and embedding cache (annotate's ``SamDecoderPredictor``). U-Nets tile
+large images (``segmodels.inference``); uncertainty comes from ``segmodels.uncertainty``. No Qt here.
 """
 from __future__ import annotations
 
@@ -22,14 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from segmodels.checkpoints import Checkpoint, load_checkpoint
+from segmodels.checkpoints import Checkpoint
 from segmodels.errors import MarsamError
-from segmodels.inference import predict
 from segmodels.labels import LabelSpec
+from segmodels.predictors import Predictor, check_label_spec, load_predictor, pretrained_models, with_context
 from segmodels.uncertainty import max_prob_uncertainty, predictive_entropy
 
 PRETRAINED_STUDENT = "ai4mars-student"
-DECODER = "sam_decoder"
 
 
 @dataclass
@@ -54,75 +46,27 @@ class PredictionResult:
 
 def pretrained_available() -> bool:
     """True when distill ships the pretrained student (then it is the widgets' default model)."""
-    from distill import list_pretrained
-    return PRETRAINED_STUDENT in list_pretrained()
+    import distill.pretrained  # noqa: F401  registers the shipped models (as its entry point does)
+    return PRETRAINED_STUDENT in pretrained_models()
 
 
-def load_model(source: str | Path | Checkpoint | None = None) -> Checkpoint:
-    """A Checkpoint from ``source``: None or the pretrained name -> distill's shipped student;
-    a path -> that marsam checkpoint; a Checkpoint -> itself."""
-    if isinstance(source, Checkpoint):
-        return source
+def load_model(source: str | Path | Checkpoint | Predictor | None = None) -> Predictor:
+    """The Predictor of ``source``: None or the pretrained name -> distill's shipped student; a
+    path -> that marsam checkpoint; a Checkpoint or a Predictor -> itself (see
+    ``segmodels.predictors.load_predictor``, which does the work)."""
     if source is None or str(source) in ("", ".", PRETRAINED_STUDENT):
-        from distill import load_pretrained
         if not pretrained_available():
             raise MarsamError(f"the pretrained student {PRETRAINED_STUDENT!r} is not installed with this marsam; "
                               "choose a checkpoint file instead")
-        return load_pretrained(PRETRAINED_STUDENT)
-    path = Path(source)
-    if not path.is_file():
-        raise MarsamError(f"checkpoint {path} does not exist; choose a .safetensors file written by marsam "
+        return load_predictor(PRETRAINED_STUDENT)
+    if isinstance(source, (str, Path)) and not Path(source).is_file():
+        raise MarsamError(f"checkpoint {source} does not exist; choose a .safetensors file written by marsam "
                           "(marsam train) or leave it empty for the pretrained student")
-    return load_checkpoint(path)
+    return load_predictor(source)
 
 
-def is_decoder(ckpt: Checkpoint) -> bool:
-    return ckpt.model_name == DECODER
-
-
-def _check_spec(ckpt: Checkpoint, spec: LabelSpec | None) -> None:
-    if spec is not None and list(ckpt.label_spec.classes) != list(spec.classes):
-        raise MarsamError(f"the model predicts classes {list(ckpt.label_spec.classes)} but the session uses "
-                          f"{list(spec.classes)}; choose a model trained with label spec {spec.name!r}")
-
-
-def _result(probs: np.ndarray, ckpt: Checkpoint, t0: float) -> PredictionResult:
-    probs = np.ascontiguousarray(probs, np.float32)
-    return PredictionResult(labels=probs.argmax(axis=0).astype(np.uint8), probs=probs,
-                            entropy=np.asarray(predictive_entropy(probs), np.float32),
-                            confidence=(1.0 - np.asarray(max_prob_uncertainty(probs), np.float32)),
-                            label_spec=ckpt.label_spec, model_name=model_label(ckpt),
-                            seconds=time.perf_counter() - t0)
-
-
-def model_label(ckpt: Checkpoint) -> str:
-    return f"{ckpt.model_name} ({Path(ckpt.path).stem})" if ckpt.path else ckpt.model_name
-
-
-def predict_image(ckpt: Checkpoint, image: np.ndarray, tile: int = 1024, device=None,
-                  label_spec: LabelSpec | None = None) -> PredictionResult:
-    """Prediction of a U-Net checkpoint on ``image`` (tiled by segmodels for large images)."""
-    if is_decoder(ckpt):
-        raise MarsamError("a domain decoder segments SAM embeddings: predict it with predict_embedding "
-                          "(the widget's 'domain decoder' source) and a loaded SAM model")
-    _check_spec(ckpt, label_spec)
-    t0 = time.perf_counter()
-    pred = predict(ckpt, image, tile=tile, overlap=min(64, tile // 4), device=device)
-    return _result(pred.probs, ckpt, t0)
-
-
-def predict_embedding(ckpt: Checkpoint, sam_model, image: np.ndarray, cache=None,
-                      label_spec: LabelSpec | None = None) -> PredictionResult:
-    """Prediction of a domain-decoder checkpoint on ``image``'s SAM embedding (annotate's cache)."""
-    if not is_decoder(ckpt):
-        raise MarsamError(f"{model_label(ckpt)} is not a domain decoder; predict it on the image instead")
-    if sam_model is None:
-        raise MarsamError("the domain decoder needs SAM image embeddings: load a SAM model in the annotator "
-                          "(vit_b, vit_l or vit_h) first")
-    _check_spec(ckpt, label_spec)
-    t0 = time.perf_counter()
-    from distill.decoder import decoder_image_probs
-    return _result(decoder_image_probs(ckpt.model, sam_model, image, cache), ckpt, t0)
+def model_label(p: Predictor) -> str:
+    return f"{p.model_name} ({p.name})" if p.checkpoint is not None and p.checkpoint.path else p.model_name
 
 
 def sam_of(engine):
@@ -130,10 +74,19 @@ def sam_of(engine):
     return getattr(engine, "model", None), getattr(engine, "cache", None)
 
 
-def run_prediction(ckpt: Checkpoint, image: np.ndarray, engine=None, tile: int = 1024,
+def run_prediction(model: Predictor | Checkpoint, image: np.ndarray, engine=None, tile: int = 1024,
                    label_spec: LabelSpec | None = None) -> PredictionResult:
-    """The right path for ``ckpt``: decoder on the SAM embedding, anything else on the pixels."""
-    if is_decoder(ckpt):
-        sam, cache = sam_of(engine)
-        return predict_embedding(ckpt, sam, image, cache, label_spec)
-    return predict_image(ckpt, image, tile=tile, label_spec=label_spec)
+    """The prediction of ``model`` on ``image``; a model that reads SAM embeddings (the domain
+    decoder) gets the annotator's SAM and embedding cache from ``engine``."""
+    sam, cache = sam_of(engine)
+    p = with_context(load_predictor(model), sam=sam, cache=cache)
+    if label_spec is not None:
+        check_label_spec(p, label_spec, where="the session uses",
+                         fix=f"choose a model trained with label spec {label_spec.name!r}")
+    t0 = time.perf_counter()
+    probs = np.ascontiguousarray(p.probabilities(image, tile=tile, overlap=min(64, tile // 4)), np.float32)
+    return PredictionResult(labels=probs.argmax(axis=0).astype(np.uint8), probs=probs,
+                            entropy=np.asarray(predictive_entropy(probs), np.float32),
+                            confidence=(1.0 - np.asarray(max_prob_uncertainty(probs), np.float32)),
+                            label_spec=p.label_spec, model_name=model_label(p),
+                            seconds=time.perf_counter() - t0)

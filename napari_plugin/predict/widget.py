@@ -84,7 +84,7 @@ class ModelChooser(Container):
         return (str(path.resolve()), path.stat().st_mtime_ns)
 
     def load(self, spec: tuple):
-        """The Checkpoint for ``spec`` (runs in the worker; cached for the next call)."""
+        """The Predictor for ``spec`` (runs in the worker; cached for the next call)."""
         if self._cache is not None and self._cache[0] == spec:
             return self._cache[1]
         ckpt = models.load_model(spec[0])
@@ -145,7 +145,7 @@ class PredictWidget(Container):
             ckpt = chooser.load(spec)
             job.check()
             job.message = "predicting"
-            with job.watch(ckpt.model):
+            with job.watch(ckpt.module):
                 return models.run_prediction(ckpt, image, engine, tile, label_spec)
 
         def done(result):

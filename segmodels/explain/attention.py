@@ -16,11 +16,12 @@ from torch import nn
 from ..checkpoints import Checkpoint
 from ..errors import MarsamError
 from ..labels import LabelSpec
+from ..normalization import Normalization
 from .inputs import Explanation, finite_map, resolve
 
 
 def attention_maps(model: nn.Module | Checkpoint, x: torch.Tensor | np.ndarray,
-                   normalization: dict | None = None, label_spec: LabelSpec | None = None,
+                   normalization: Normalization | dict | None = None, label_spec: LabelSpec | None = None,
                    device: torch.device | str | None = None) -> Explanation:
     """Mean gate map (H x W in [0, 1]); ``extras["gates"]`` lists the H x W map of every gate."""
     r = resolve(model, x, normalization, label_spec, device)

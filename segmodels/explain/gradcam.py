@@ -16,6 +16,7 @@ from torch import nn
 from ..checkpoints import Checkpoint
 from ..errors import MarsamError
 from ..labels import LabelSpec
+from ..normalization import Normalization
 from .inputs import Explanation, class_index, class_label, finite_map, resolve
 from .reduction import class_score
 
@@ -36,7 +37,7 @@ def get_layer(model: nn.Module, name: str | None) -> tuple[str, nn.Module]:
 
 
 def gradcam(model: nn.Module | Checkpoint, x: torch.Tensor | np.ndarray, target: str | int,
-            layer: str | None = None, normalization: dict | None = None,
+            layer: str | None = None, normalization: Normalization | dict | None = None,
             label_spec: LabelSpec | None = None, relu: bool = True,
             device: torch.device | str | None = None) -> Explanation:
     """Grad-CAM map (H x W, >= 0 when ``relu``) of class ``target`` at ``layer``.

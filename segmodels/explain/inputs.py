@@ -1,6 +1,7 @@
 """What every explanation method shares: resolving its inputs and the shape of its answer.
 
-Each method accepts either a model or a :class:`~segmodels.checkpoints.Checkpoint`, and either
+Each method accepts a model, a :class:`~segmodels.checkpoints.Checkpoint` or a
+:class:`~segmodels.predictors.Predictor` (resolved by ``load_predictor``), and either
 an already normalised ``1 x C x H x W`` tensor or the raw image plus its normalisation. The
 checkpoint is preferred because it carries the label spec (class names) and the normalisation
 the model was trained with; resolving all of that in one place keeps the methods short and
@@ -15,10 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoints import DEFAULT_NORMALIZATION, Checkpoint
 from ..errors import MarsamError
-from ..images import to_model_input
-from ..labels import AI4MARS, LabelSpec, spec_from_names
+from ..labels import LabelSpec
+from ..normalization import Normalization
+from ..predictors import load_predictor
 
 
 @dataclass
@@ -42,52 +43,38 @@ class Resolved:
     model: nn.Module
     x: torch.Tensor
     label_spec: LabelSpec
-    normalization: dict
+    normalization: Normalization
 
 
-def _spec_for(model: nn.Module, label_spec: LabelSpec | None) -> LabelSpec:
-    if label_spec is not None:
-        return label_spec
-    k = int(getattr(model, "num_classes", 0))
-    if k == AI4MARS.num_classes:
-        return AI4MARS
-    return spec_from_names([f"class_{i}" for i in range(max(k, 1))], name="generic")
-
-
-def resolve(model: nn.Module | Checkpoint, x: torch.Tensor | np.ndarray,
-            normalization: dict | None = None, label_spec: LabelSpec | None = None,
-            device: torch.device | str | None = None) -> Resolved:
+def resolve(model, x: torch.Tensor | np.ndarray, normalization: Normalization | dict | None = None,
+            label_spec: LabelSpec | None = None, device: torch.device | str | None = None) -> Resolved:
     """Model in eval mode, input tensor on the model's device, label spec and normalisation.
 
-    A numpy image is normalised with ``normalization`` (or the checkpoint's); a tensor is taken
-    as already normalised. The network itself refuses a wrong channel count.
+    ``model`` is anything :func:`segmodels.predictors.load_predictor` takes. A numpy image is
+    normalised with ``normalization`` (or the checkpoint's); a tensor is taken as already
+    normalised. The network itself refuses a wrong channel count.
     """
-    if isinstance(model, Checkpoint):
-        label_spec = label_spec or model.label_spec
-        normalization = normalization or model.normalization
-        model = model.model
-    if not isinstance(model, nn.Module):
-        raise MarsamError(f"expected a marsam model or Checkpoint, got {type(model).__name__}")
-    norm = dict(DEFAULT_NORMALIZATION)
-    norm.update(normalization or {})
-    if getattr(model, "model_name", "") == "sam_decoder" and isinstance(x, np.ndarray):
-        raise MarsamError("the sam_decoder checkpoint takes SAM image embeddings, not images; compute "
-                          "the embedding with annotate's embedding cache and pass it as a 1 x 256 x 64 x 64 tensor")
+    p = load_predictor(model, normalization=normalization, label_spec=label_spec)
+    if p.module is None:
+        raise MarsamError(f"{p.name} has no torch module to explain (explanations need gradients)")
+    net = p.module
     if isinstance(x, np.ndarray):
-        x = to_model_input(x, in_channels=int(norm.get("in_channels", 1)),
-                           mean=float(norm.get("mean", 0.5)), std=float(norm.get("std", 0.25)))
+        if not p.normalization.reads_pixels:
+            raise MarsamError(f"the {p.model_name} checkpoint takes SAM image embeddings, not images; compute "
+                              "the embedding with annotate's embedding cache and pass it as a 1 x 256 x 64 x 64 tensor")
+        x = p.normalization.to_model_input(x)
     if not isinstance(x, torch.Tensor):
         raise MarsamError(f"expected an image (numpy array) or a 1 x C x H x W tensor, got {type(x).__name__}")
     if x.ndim == 3:
         x = x[None]
     if x.ndim != 4 or x.shape[0] != 1:
         raise MarsamError(f"explanations take one image (1 x C x H x W); got shape {tuple(x.shape)}")
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    model = model.to(dev).eval()
+    dev = torch.device(device) if device is not None else next(net.parameters()).device
+    net = net.to(dev).eval()
     x = x.detach().to(dev, torch.float32)
-    if hasattr(model, "check_input"):
-        model.check_input(x)
-    return Resolved(model=model, x=x, label_spec=_spec_for(model, label_spec), normalization=norm)
+    if hasattr(net, "check_input"):
+        net.check_input(x)
+    return Resolved(model=net, x=x, label_spec=p.label_spec, normalization=p.normalization)
 
 
 def class_index(spec: LabelSpec, model: nn.Module, target: str | int) -> int:

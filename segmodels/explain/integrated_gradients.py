@@ -17,28 +17,30 @@ from torch import nn
 from ..checkpoints import Checkpoint
 from ..errors import MarsamError
 from ..labels import LabelSpec
+from ..normalization import Normalization
 from .inputs import Explanation, class_index, class_label, finite_map, resolve
 from .reduction import class_score
 
 BASELINES = ("black", "mean", "blur")
 
 
-def make_baseline(x: torch.Tensor, baseline: str | float | torch.Tensor, normalization: dict) -> torch.Tensor:
+def make_baseline(x: torch.Tensor, baseline: str | float | torch.Tensor,
+                  normalization: Normalization | dict | None = None) -> torch.Tensor:
     """The IG reference input in normalised space.
 
     ``"black"``: a zero-intensity image; ``"mean"``: the training mean intensity (0 after
     normalisation); ``"blur"``: a heavily blurred copy of the image (keeps brightness, removes
     texture); a number: that raw intensity in [0, 1]; a tensor: used as is.
     """
-    mean, std = float(normalization.get("mean", 0.5)), float(normalization.get("std", 0.25))
+    norm = Normalization.coerce(normalization)
     if isinstance(baseline, torch.Tensor):
         if baseline.shape != x.shape:
             raise MarsamError(f"baseline shape {tuple(baseline.shape)} differs from the input {tuple(x.shape)}")
         return baseline.to(x.device, x.dtype)
     if isinstance(baseline, (int, float)):
-        return torch.full_like(x, (float(baseline) - mean) / std)
+        return torch.full_like(x, norm.from_unit(float(baseline)))
     if baseline == "black":
-        return torch.full_like(x, (0.0 - mean) / std)
+        return torch.full_like(x, norm.from_unit(0.0))
     if baseline == "mean":
         return torch.zeros_like(x)
     if baseline == "blur":
@@ -50,7 +52,7 @@ def make_baseline(x: torch.Tensor, baseline: str | float | torch.Tensor, normali
 
 def integrated_gradients(model: nn.Module | Checkpoint, x: torch.Tensor | np.ndarray, target: str | int,
                          steps: int = 32, baseline: str | float | torch.Tensor = "black",
-                         internal_batch_size: int | None = 8, normalization: dict | None = None,
+                         internal_batch_size: int | None = 8, normalization: Normalization | dict | None = None,
                          label_spec: LabelSpec | None = None, method: str = "gausslegendre",
                          device: torch.device | str | None = None) -> Explanation:
     """IG map (H x W, signed: channels summed) of class ``target``; extras hold the delta.

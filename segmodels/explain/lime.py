@@ -18,6 +18,7 @@ from torch import nn
 from ..checkpoints import Checkpoint
 from ..errors import MarsamError
 from ..labels import LabelSpec
+from ..normalization import Normalization
 from .inputs import Explanation, class_index, class_label, finite_map, resolve
 from .integrated_gradients import make_baseline
 from .reduction import class_score
@@ -49,13 +50,12 @@ def _surrogate(alpha: float):
     return ScoredLasso(alpha=alpha)
 
 
-def superpixels(x: torch.Tensor, normalization: dict, n_segments: int = 50,
+def superpixels(x: torch.Tensor, normalization: Normalization | dict | None, n_segments: int = 50,
                 compactness: float = 0.1) -> np.ndarray:
     """H x W int64 SLIC segment ids 0..S-1 of the (de-normalised) image."""
     from skimage.segmentation import slic
 
-    mean, std = float(normalization.get("mean", 0.5)), float(normalization.get("std", 0.25))
-    img = (x[0].detach().cpu().float().numpy() * std + mean).clip(0.0, 1.0)
+    img = Normalization.coerce(normalization).to_unit(x[0].detach().cpu().float().numpy()).clip(0.0, 1.0)
     img = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
     seg = slic(img, n_segments=int(n_segments), compactness=compactness, start_label=0,
                channel_axis=None if img.ndim == 2 else -1)
@@ -66,7 +66,7 @@ def superpixels(x: torch.Tensor, normalization: dict, n_segments: int = 50,
 def lime(model: nn.Module | Checkpoint, x: torch.Tensor | np.ndarray, target: str | int,
          n_samples: int = 200, n_segments: int = 50, compactness: float = 0.1,
          baseline: str | float = "mean", alpha: float = 0.001, perturbations_per_eval: int = 8,
-         normalization: dict | None = None, label_spec: LabelSpec | None = None,
+         normalization: Normalization | dict | None = None, label_spec: LabelSpec | None = None,
          device: torch.device | str | None = None, seed: int = 0) -> Explanation:
     """LIME map (H x W: each superpixel's surrogate coefficient) of class ``target``.
 

@@ -23,6 +23,7 @@ from torch import nn
 from ..checkpoints import Checkpoint
 from ..errors import MarsamError
 from ..labels import LabelSpec
+from ..normalization import Normalization
 from .inputs import class_index, class_label, resolve
 
 POOLS = ("predicted", "all")
@@ -104,7 +105,7 @@ def _pca(ids: list[str], emb: np.ndarray, n_components: int, top_k: int):
 
 def neural_pca(model: nn.Module | Checkpoint, images: Iterable[tuple[str, np.ndarray | torch.Tensor]],
                classes: Iterable[str | int] | None = None, n_components: int = 5, top_k: int = 6,
-               pool: str = "predicted", normalization: dict | None = None,
+               pool: str = "predicted", normalization: Normalization | dict | None = None,
                label_spec: LabelSpec | None = None, device: torch.device | str | None = None,
                progress=None) -> NeuralPCAResult:
     """Neural PCA for each of ``classes`` (default: all) over ``images`` = (id, image) pairs.

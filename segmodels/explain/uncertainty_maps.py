@@ -14,11 +14,12 @@ from torch import nn
 from ..checkpoints import Checkpoint
 from ..inference import predict
 from ..labels import LabelSpec
+from ..normalization import Normalization
 from ..uncertainty import max_prob_uncertainty, mc_dropout, predictive_entropy
 from .inputs import Explanation, resolve
 
 
-def entropy_map(model: nn.Module | Checkpoint, image: np.ndarray, normalization: dict | None = None,
+def entropy_map(model: nn.Module | Checkpoint, image: np.ndarray, normalization: Normalization | dict | None = None,
                 device: torch.device | str | None = None, tile: int = 512) -> Explanation:
     """Predictive entropy (nats, in [0, log K]); extras: ``max_prob_uncertainty`` and the labels."""
     pred = predict(model, image, normalization, tile=tile, device=device)
@@ -30,7 +31,7 @@ def entropy_map(model: nn.Module | Checkpoint, image: np.ndarray, normalization:
 
 
 def mc_dropout_map(model: nn.Module | Checkpoint, x: torch.Tensor | np.ndarray, samples: int = 20,
-                   normalization: dict | None = None, label_spec: LabelSpec | None = None,
+                   normalization: Normalization | dict | None = None, label_spec: LabelSpec | None = None,
                    device: torch.device | str | None = None, batch_size: int = 4) -> Explanation:
     """Mutual information (epistemic uncertainty, nats) over ``samples`` dropout passes."""
     r = resolve(model, x, normalization, label_spec, device)

@@ -15,6 +15,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from ..errors import MarsamError
+from ..normalization import IMAGE, Normalization
 
 
 class SegmentationNet(nn.Module):
@@ -24,6 +25,8 @@ class SegmentationNet(nn.Module):
     size_multiple: int = 1
     #: the sub-module Grad-CAM uses by default (the last decoder block)
     default_cam_layer: str = ""
+    #: what the network reads: the image (``IMAGE``) or SAM image embeddings (``SAM_EMBEDDING``)
+    input_kind: str = IMAGE
 
     def __init__(self, in_channels: int, num_classes: int, feature_channels: int,
                  aleatoric: bool = False):
@@ -84,6 +87,12 @@ class SegmentationNet(nn.Module):
             raise MarsamError(f"{type(self).__name__} has no aleatoric head; build it with aleatoric=True")
         f = self.features(x)
         return self.head(f), self.log_var_head(f).clamp(-10.0, 10.0)
+
+    def default_normalization(self) -> Normalization:
+        """The input normalisation of this network when no checkpoint says otherwise."""
+        if self.input_kind == IMAGE:
+            return Normalization(in_channels=self.in_channels)
+        return Normalization(in_channels=self.in_channels, mean=None, std=None, input=self.input_kind)
 
     def config(self) -> dict:
         """Constructor arguments that rebuild this network (stored in checkpoints)."""

@@ -6,6 +6,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from ..errors import MarsamError
+from ..normalization import SAM_EMBEDDING
 from .base import SegmentationNet
 from .registry import register_model
 
@@ -38,6 +39,7 @@ class SamDomainDecoder(SegmentationNet):
     """
 
     default_cam_layer = "stage3"
+    input_kind = SAM_EMBEDDING
 
     def __init__(self, num_classes: int = 4, embed_channels: int = SAM_EMBED_CHANNELS,
                  width: int = 128, out_size: int = SAM_INPUT_SIZE, dropout: float = 0.1,

@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 
 from distill import evaluate, label_efficiency, open_dataset, train_decoder, train_student
-from distill.decoder import EmbeddingDataset, _sam_frame_target, decoder_image_logits
-from segmodels import load_checkpoint
+from annotate.decoder_predictor import SamDecoderPredictor, decoder_image_logits
+from distill.decoder import EmbeddingDataset, _sam_frame_target
+from segmodels import MarsamError, load_checkpoint
+from segmodels.inference import class_probs
+from segmodels.predictors import load_predictor
 
 from distill_testdata import tiny_config
 
@@ -46,6 +49,12 @@ def test_decoder_trains_on_cached_embeddings(folder_data, tmp_path, tiny_sam, mo
     val = open_dataset(folder_data, "val", size=None, channels=3, mixed_sizes=True)
     logits = decoder_image_logits(ck.model, tiny_sam, val.images[0])
     assert logits.shape == (1, 4, 40, 40)
+    # the one resolver picks the SAM-decoder kind from the checkpoint; without SAM it says what is missing
+    p = load_predictor(ck.path, sam=tiny_sam)
+    assert isinstance(p, SamDecoderPredictor) and not p.normalization.reads_pixels
+    np.testing.assert_allclose(p.probabilities(val.images[0]), class_probs(logits)[0].numpy(), atol=1e-6)
+    with pytest.raises(MarsamError, match="SAM image embeddings.*give it a SAM model"):
+        load_predictor(ck).probabilities(val.images[0])
     ev = evaluate(ck, val, sam_model=tiny_sam)
     assert 0.0 <= ev["miou"] <= 1.0 and ev["model"] == "sam_decoder" and ev["images"] == 4
 

@@ -7,7 +7,7 @@ import torch
 from distill import list_pretrained, load_pretrained
 from distill.pretrained import PRETRAINED_DIR, model_card
 from segmodels import AI4MARS, MarsamError
-from segmodels.images import load_image, to_model_input
+from segmodels.images import load_image
 from segmodels.stats import count_params
 
 
@@ -25,8 +25,7 @@ def test_pretrained_student_loads_by_name():
 def test_pretrained_student_segments_a_real_navcam_image(ai4mars_dir):
     ckpt = load_pretrained("ai4mars-student")
     path = sorted((ai4mars_dir / "images").iterdir())[0]
-    norm = ckpt.normalization
-    x = to_model_input(load_image(path), norm["in_channels"], norm["mean"], norm["std"])
+    x = ckpt.normalization.to_model_input(load_image(path))
     x = torch.nn.functional.interpolate(x, size=(128, 128), mode="area")
     with torch.no_grad():
         pred = ckpt.model(x).argmax(1)
