@@ -13,6 +13,7 @@ are tiled by annotate; each tile is one training sample with its own crop of the
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -152,6 +153,18 @@ def train_decoder(config: TrainConfig, out_dir: str | os.PathLike, sam_model,
                         out_size=config.decoder_out_size)
     info = data_info(train_data, val_data)
     info["sam"] = {"model_type": sam_model.model_type, "checkpoint_id": sam_model.checkpoint_id}
-    task = SupervisedTask(model, train_data, config, "decoder", info)
-    task.normalization = train.normalization
-    return fit(task, train, val, config, out_dir, progress, should_stop, show_progress)
+    info["loss_resolution"] = {"size": config.decoder_out_size, "frame": SAM_INPUT_SIZE,
+                               "targets": "nearest-neighbour in SAM's padded frame"}
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    resuming = config.resume and (Path(out_dir) / "resume.safetensors").is_file()
+    if distributed or resuming:
+        # long jobs: the shared loop's DDP and per-epoch resumable state (see distill.decoder_loop)
+        task = SupervisedTask(model, train_data, config, "decoder", info)
+        task.normalization = train.normalization
+        return fit(task, train, val, config, out_dir, progress, should_stop, show_progress)
+    from .decoder_loop import fit_in_memory, stack_samples
+    x, y = stack_samples(train.x, train.y)
+    train.x, train.y = list(x), list(y)          # views into the stacked tensors, not second copies
+    v = stack_samples(val.x, val.y) if val is not None and len(val) else None
+    return fit_in_memory(model, (x, y), v, config, out_dir, train.label_spec, train.normalization, info,
+                         progress=progress, should_stop=should_stop, show_progress=show_progress)

@@ -6,8 +6,10 @@ them), so ``distill.train_decoder`` only trains the small decoder, 100 epochs on
 paper's setting. The run's checkpoints go into the session folder (``models/decoder-<time>/``),
 next to the labels they came from.
 
-The settings start from distill's defaults, not its ``cpu`` profile: that profile pins torch to
-one thread for a shared training machine, which inside napari would slow every later model call.
+The settings start from distill's defaults (the decoder's width and loss resolution are the
+ones the CLI and the demo use). The training sets torch's threads for its own duration only
+(``distill.decoder_loop``: all cores but one, so the Qt thread keeps a core) and gives the
+previous setting back, so later model calls in napari are not slowed.
 """
 from __future__ import annotations
 
@@ -31,14 +33,19 @@ def run_dir(session_folder: Path, kind: str = "decoder") -> Path:
     return out
 
 
-def decoder_config(epochs: int = DECODER_EPOCHS, data: str = "", batch_size: int = 4, width: int = 128,
-                   out_size: int = 256, lr: float = 1e-3, device: str = "auto"):
+def decoder_config(epochs: int = DECODER_EPOCHS, data: str = "", batch_size: int = 4, lr: float = 1e-3,
+                   device: str = "auto", **settings):
     """distill's TrainConfig for a session decoder: all labelled images train, no validation split
-    (the last epoch is kept), no early stopping, no resumption (each run has a fresh folder)."""
+    (the last epoch is kept), no early stopping, no resumption (each run has a fresh folder).
+    ``settings``: any other TrainConfig field (e.g. ``decoder_width``, ``threads``; ``width`` and
+    ``out_size`` are short for ``decoder_width`` and ``decoder_out_size``)."""
     from distill import load_config
+    for short, name in (("width", "decoder_width"), ("out_size", "decoder_out_size")):
+        if short in settings:
+            settings[name] = settings.pop(short)
     return load_config(None, {"data": data, "val_split": None, "epochs": int(epochs), "batch_size": int(batch_size),
-                              "decoder_width": int(width), "decoder_out_size": int(out_size), "lr": float(lr),
-                              "early_stopping": 0, "resume": False, "device": device, "warmup_epochs": 1.0})
+                              "lr": float(lr), "early_stopping": 0, "resume": False, "device": device,
+                              "warmup_epochs": 1.0, **settings})
 
 
 def train_session_decoder(session, sam_model, cache=None, epochs: int = DECODER_EPOCHS, job: Job | None = None,

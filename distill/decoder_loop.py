@@ -1,0 +1,248 @@
+"""The domain decoder's own training loop: every embedding and target in memory, nothing else per step.
+
+Why not distill's shared loop (:mod:`.train_loop`): that loop is built for datasets that stream
+from disk with augmentation (teacher, student) and it does per-epoch bookkeeping that costs more
+than a whole decoder epoch on a laptop: a DataLoader collating dict samples, two checkpoints,
+the history CSV, a matplotlib plot and the resumable optimiser state written after EVERY epoch.
+The decoder's inputs are frozen SAM embeddings, computed once, so here the whole training set
+is two tensors (N x 256 x 64 x 64 float32 embeddings, N x S x S int64 targets, S =
+``decoder_out_size``) and an epoch is a shuffled slice of them: forward, loss, backward, step.
+Checkpoints, history CSV, curve plot and summary are written once, when training ends.
+
+What stays identical to the shared loop (so a decoder trained here is the decoder trained
+there): seeding, AdamW, linear warmup then cosine decay per step, inverse-frequency class
+weights, (focal) cross-entropy over labelled pixels, validation mIoU per epoch when a
+validation set is given, best-by-mIoU weights (kept in memory, written at the end), early
+stopping, the time budget, cancellation polled after every step (a cancelled run leaves
+``last.safetensors``), and :class:`~.train_loop.TrainResult`. Distributed runs (``torchrun``)
+and the continuation of an interrupted run (``resume.safetensors`` present) go through the
+shared loop: those are long jobs, where its per-epoch state on disk is what one wants.
+
+Threads: torch's intra-op pool is process-wide. The loop uses ``config.threads`` when set, else
+:func:`default_threads` (all cores but one, at least one: a laptop keeps a core for its GUI and
+everything else), and gives the previous setting back when it returns.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from segmodels.atomic import atomic_write_json
+from segmodels.checkpoints import save_checkpoint
+from segmodels.device import autocast, pick_device
+from segmodels.errors import MarsamError
+
+from .config import TrainConfig, save_config
+from .losses import inverse_frequency_weights, segmentation_loss
+from .metrics import SegmentationMetrics
+from .train_loop import ProgressFn, StopFn, TrainResult, seed_everything, weight_digest, write_history
+
+log = logging.getLogger(__name__)
+
+
+def default_threads() -> int:
+    """Torch threads for training on a shared machine: all cores but one (at least one)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(torch.get_num_threads(), cores - 1))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """``torch.set_num_threads(n)`` for the block, the previous value restored afterwards."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warmup to 1, then cosine decay to 0.01 (the schedule of distill's shared loop)."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def stack_samples(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One N x 256 x 64 x 64 float32 tensor and one N x S x S int64 tensor from per-sample lists."""
+    if not xs:
+        raise MarsamError("the training set is empty; label some images first")
+    return torch.stack([x.float() for x in xs]).contiguous(), torch.stack([y.long() for y in ys]).contiguous()
+
+
+@torch.no_grad()
+def _validate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec, batch_size: int, device, amp: bool) -> dict:
+    model.eval()
+    metrics = SegmentationMetrics(spec.num_classes, spec.ignore_index)
+    for i in range(0, len(x), batch_size):
+        with autocast(device, amp):
+            logits = model(x[i:i + batch_size])
+        metrics.update(logits.float(), y[i:i + batch_size])
+    model.train()
+    return metrics.compute(spec.classes)
+
+
+def fit_in_memory(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
+                  val: tuple[torch.Tensor, torch.Tensor] | None, config: TrainConfig, out_dir: str | os.PathLike,
+                  label_spec, normalization: dict, info: dict, kind: str = "decoder",
+                  progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+                  show_progress: bool = False) -> TrainResult:
+    """Train ``model`` on ``train`` = (embeddings, targets), both already in memory; see the module doc."""
+    out_dir = Path(out_dir)
+    x_all, y_all = train
+    n = len(x_all)
+    if n == 0:
+        raise MarsamError("the training set is empty; label some images first")
+    with torch_threads(config.threads or default_threads()) as threads:
+        return _fit(model, x_all, y_all, val, config, out_dir, label_spec, normalization,
+                    dict(info, torch_threads=threads), kind, progress, should_stop, show_progress)
+
+
+def _fit(model, x_all, y_all, val, config, out_dir, label_spec, normalization, info, kind,
+         progress, should_stop, show_progress) -> TrainResult:
+    device = pick_device(config.device)
+    seed_everything(config.seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, out_dir / "config.yaml")
+    ignore = label_spec.ignore_index
+    weight = None
+    if config.class_weights:
+        counts = torch.bincount(y_all[y_all != ignore].flatten(), minlength=label_spec.num_classes)
+        weight = inverse_frequency_weights(counts[:label_spec.num_classes].numpy()).to(device)
+        info["class_weights"] = [round(float(w), 4) for w in weight]
+    gamma = config.focal_gamma if config.loss == "focal" else 0.0
+    model = model.to(device).train()
+    x_all, y_all = x_all.to(device), y_all.to(device)
+    if val is not None:
+        val = (val[0].to(device), val[1].to(device))
+    n, bs = len(x_all), max(1, int(config.batch_size))
+    steps_per_epoch = math.ceil(n / bs)
+    total_steps = steps_per_epoch * config.epochs
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, total_steps))
+    use_scaler = device.type == "cuda" and config.amp and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    gen = torch.Generator().manual_seed(int(config.seed))
+
+    history: list[dict] = []
+    best_score, best_epoch, bad = -1.0, 0, 0
+    best_state: dict | None = None
+    stopped = "completed"
+    budget = config.max_minutes * 60 if config.max_minutes else None
+    t_start = time.perf_counter()
+    epochs = range(config.epochs)
+    if show_progress:
+        from tqdm import tqdm
+        epochs = tqdm(epochs, desc=f"{kind} epochs", unit="epoch", leave=False)
+    for epoch in epochs:
+        if should_stop is not None and should_stop():
+            stopped = "cancelled"
+            break
+        t0 = time.perf_counter()
+        order = torch.randperm(n, generator=gen).to(device) if n > 1 else None
+        loss_sum = torch.zeros((), device=device)
+        steps, cancelled, late = 0, False, False
+        for s in range(0, n, bs):
+            if order is None:
+                xb, yb = x_all, y_all
+            else:
+                idx = order[s:s + bs]
+                xb, yb = x_all.index_select(0, idx), y_all.index_select(0, idx)
+            with autocast(device, config.amp):
+                logits = model(xb)
+            loss = segmentation_loss(logits, yb, weight, gamma, ignore)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            loss_sum += loss.detach()
+            steps += 1
+            if should_stop is not None and should_stop():
+                cancelled = True
+                break
+            if budget is not None and time.perf_counter() - t_start > budget:
+                late = True
+                break
+        mean_loss = float(loss_sum) / max(steps, 1)        # one sync per epoch, not per step
+        if not math.isfinite(mean_loss):
+            raise MarsamError(f"the {kind} loss became {mean_loss} at epoch {epoch + 1}; lower the learning "
+                              "rate (lr) or check the labels")
+        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": mean_loss}
+        if cancelled:
+            stopped = "cancelled"
+            save_checkpoint(out_dir / "last.safetensors", model, label_spec, normalization,
+                            dict(info, kind=kind, config=config.to_dict(), epoch=epoch + 1, partial_epoch=True))
+            break
+        score = float(epoch)                                # no validation: the last epoch is best
+        if val is not None and len(val[0]):
+            v = _validate(model, val[0], val[1], label_spec, bs, device, config.amp)
+            row.update(val_miou=v["miou"], val_pixel_accuracy=v["pixel_accuracy"],
+                       **{f"val_iou_{k}": m for k, m in v["iou_per_class"].items()})
+            score = -1.0 if v["miou"] != v["miou"] else v["miou"]
+        row["seconds"] = round(time.perf_counter() - t0, 3)
+        if late:
+            row["partial_epoch_batches"] = steps
+        history.append(row)
+        if score > best_score:
+            best_score, best_epoch, bad = score, epoch + 1, 0
+            if val is not None:                             # without validation the last epoch is best
+                best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
+        else:
+            bad += 1
+        if progress is not None:
+            progress(epoch + 1, config.epochs, dict(row))
+        if late:
+            stopped = "time_budget"
+            log.warning("time budget of %s min used up in epoch %d; stopping", config.max_minutes, epoch + 1)
+            break
+        if config.early_stopping and bad >= config.early_stopping and epoch + 1 < config.epochs:
+            stopped = "early_stopping"
+            log.info("early stopping at epoch %d (best %d)", epoch + 1, best_epoch)
+            break
+    if stopped == "completed" and len(history) < config.epochs:
+        stopped = "cancelled"
+    return _finish(model, best_state, history, best_epoch, stopped, config, out_dir, label_spec, normalization,
+                   info, kind, n, len(val[0]) if val is not None else 0, device)
+
+
+def _finish(model, best_state, history, best_epoch, stopped, config, out_dir, label_spec, normalization,
+            info, kind, n_train, n_val, device) -> TrainResult:
+    """Everything written once: last and best checkpoints, history CSV and plot, summary."""
+    best_path, last_path = out_dir / "best.safetensors", out_dir / "last.safetensors"
+    best_row = next((r for r in history if r["epoch"] == best_epoch), {})
+    meta = dict(info, kind=kind, config=config.to_dict(), train_images=n_train)
+    if history and not (stopped == "cancelled" and last_path.exists()):
+        last = history[-1]
+        val = ({"miou": last["val_miou"], "pixel_accuracy": last["val_pixel_accuracy"]} if "val_miou" in last else {})
+        save_checkpoint(last_path, model, label_spec, normalization, dict(meta, epoch=last["epoch"], val=val))
+    elif not last_path.exists():                        # cancelled before the first epoch ended
+        save_checkpoint(last_path, model, label_spec, normalization, dict(meta, epoch=0, partial_epoch=True))
+    if best_state is not None and best_row:
+        current = {k: t.detach().clone() for k, t in model.state_dict().items()}
+        model.load_state_dict(best_state)
+        val = {"miou": best_row.get("val_miou"), "pixel_accuracy": best_row.get("val_pixel_accuracy")}
+        save_checkpoint(best_path, model, label_spec, normalization, dict(meta, epoch=best_epoch, val=val))
+        model.load_state_dict(current)
+    else:
+        best_path.write_bytes(last_path.read_bytes())
+    write_history(out_dir, history)
+    summary = {"kind": kind, "stopped": stopped, "epochs_run": len(history), "best_epoch": best_epoch,
+               "best_val_miou": best_row.get("val_miou"), "train_images": n_train, "val_images": n_val,
+               "world_size": 1, "device": str(device), "rank_weight_digests": [weight_digest(model)],
+               "loop": "in-memory (distill.decoder_loop)",
+               "seconds": round(sum(r.get("seconds", 0) for r in history), 1), **info}
+    atomic_write_json(out_dir / "summary.json", summary)
+    return TrainResult(out_dir, best_path, last_path, history, best_row, len(history), stopped, summary)
