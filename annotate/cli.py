@@ -77,10 +77,14 @@ def _annotate(args) -> int:
               f"({getattr(engine, 'fallback_reason', '')})")
     session = Session.open_or_create(args.out, all_images, spec, engine=engine.name,
                                      model=getattr(engine, "model_name", None))
-    s = annotate_session(session, engine, boxes, redo=args.redo, progress=not args.quiet)
+    try:
+        s = annotate_session(session, engine, boxes, redo=args.redo, progress=not args.quiet)
+    finally:
+        session.close()
     counts = session.counts()
     summary = {"session": str(args.out), "engine": engine.name, "images": len(session.image_paths),
-               **s.to_dict(), "box_file_problems": problems, "session_counts": counts}
+               **s.to_dict(), "box_file_problems": problems, "session_problems": session.problems,
+               "session_counts": counts}
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -89,6 +93,8 @@ def _annotate(args) -> int:
         print(f"session {args.out}: {counts['done']} of {len(session.image_paths)} images done")
         for name, err in s.failed:
             print(f"  failed {name}: {err}")
+        for msg in session.problems:
+            print(f"  {msg}")
         for msg in problems[:20]:
             print(f"  box file: {msg}")
         if len(problems) > 20:

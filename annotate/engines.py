@@ -18,12 +18,14 @@ from segmodels.labels import IGNORE_INDEX
 
 from .embeddings import EmbeddingCache, ImageEmbedding, embed_image
 from .grabcut import GrabCutEngine
+from .masks import CropMask
 from .prompts import BoxPrompt, clip_box
 from .sam_loading import SamModel, load_sam
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BoxPrompt", "PromptEngine", "SamEngine", "GrabCutEngine", "make_engine", "merge_masks", "label_image"]
+__all__ = ["BoxPrompt", "PromptEngine", "SamEngine", "GrabCutEngine", "make_engine", "merge_masks", "label_image",
+           "CropMask", "segment_windows"]
 
 ENGINES = ("sam", "grabcut")
 
@@ -75,11 +77,15 @@ class SamEngine:
         self.embedding = embedding
 
     def segment(self, prompts: list[BoxPrompt]) -> list[np.ndarray]:
+        return [c.full() for c in self.segment_crops(prompts)]
+
+    def segment_crops(self, prompts: list[BoxPrompt]) -> list[CropMask]:
+        """One window per prompt: its box when ``clip_to_box``, else its tile (bounded memory)."""
         if self.embedding is None:
             raise MarsamError("no image set; call set_image(image) before segment(prompts)")
         emb = self.embedding
         h, w = emb.image_size
-        out = [np.zeros((h, w), bool) for _ in prompts]
+        out = [CropMask(np.zeros((0, 0), bool), 0, 0, (h, w)) for _ in prompts]
         groups: dict[tuple[int, int], list[tuple[int, tuple]]] = defaultdict(list)
         for i, p in enumerate(prompts):
             try:
@@ -96,12 +102,12 @@ class SamEngine:
                 part = items[s:s + self.chunk]
                 masks = self._decode(tile, [prompts[i] for i, _ in part], [b for _, b in part])
                 for (i, box), m in zip(part, masks):
-                    out[i][oy:oy + th, ox:ox + tw] = m
-                    if self.clip_to_box:
-                        x0, y0, x1, y1 = int(box[0]), int(box[1]), int(np.ceil(box[2])), int(np.ceil(box[3]))
-                        inside = out[i][y0:y1, x0:x1].copy()
-                        out[i][:] = False
-                        out[i][y0:y1, x0:x1] = inside
+                    if self.clip_to_box:  # the box's window of the tile's mask (nothing outside the box)
+                        x0, y0 = max(int(box[0]), ox), max(int(box[1]), oy)
+                        x1, y1 = min(int(np.ceil(box[2])), ox + tw), min(int(np.ceil(box[3])), oy + th)
+                        out[i] = CropMask(np.ascontiguousarray(m[y0 - oy:y1 - oy, x0 - ox:x1 - ox]), x0, y0, (h, w))
+                    else:
+                        out[i] = CropMask(m, ox, oy, (h, w))
         return out
 
     @torch.inference_mode()
@@ -160,9 +166,10 @@ def make_engine(engine: str = "sam", model_type: str = "vit_b", checkpoint=None,
         return fallback
 
 
-def merge_masks(masks: Sequence[np.ndarray], class_ids: Sequence[int], shape: tuple[int, int],
+def merge_masks(masks: Sequence[np.ndarray | CropMask], class_ids: Sequence[int], shape: tuple[int, int],
                 ignore_index: int = IGNORE_INDEX) -> np.ndarray:
-    """One uint8 label map from per-box masks; pixels no mask covers stay ``ignore_index``.
+    """One uint8 label map from per-box masks (full arrays or :class:`CropMask` windows); pixels no
+    mask covers stay ``ignore_index``.
 
     Overlap rule: smaller masks win. Masks are painted from the largest area to the smallest, so
     an expert's small rock box inside a big soil box keeps the rock. Between masks of equal area
@@ -171,17 +178,33 @@ def merge_masks(masks: Sequence[np.ndarray], class_ids: Sequence[int], shape: tu
     if len(masks) != len(class_ids):
         raise MarsamError(f"{len(masks)} masks but {len(class_ids)} class ids; give one class per mask")
     out = np.full(tuple(shape[:2]), ignore_index, np.uint8)
-    areas = [int(np.count_nonzero(m)) for m in masks]
+    areas = [m.area if isinstance(m, CropMask) else int(np.count_nonzero(m)) for m in masks]
     for i in sorted(range(len(masks)), key=lambda k: (-areas[k], k)):
-        m = np.asarray(masks[i], bool)
+        m = masks[i]
+        if isinstance(m, CropMask):
+            if tuple(m.image_shape[:2]) != out.shape:
+                raise MarsamError(f"mask {i} is for an image of shape {m.image_shape}, the label map {out.shape}")
+            out[m.window][m.mask] = int(class_ids[i])
+            continue
+        m = np.asarray(m, bool)
         if m.shape != out.shape:
             raise MarsamError(f"mask {i} has shape {m.shape}, the label map {out.shape}; masks must match the image")
         out[m] = int(class_ids[i])
     return out
 
 
+def segment_windows(engine: PromptEngine, prompts: list[BoxPrompt]) -> list[np.ndarray | CropMask]:
+    """The engine's masks as windows when it can give them (bounded memory), else full masks."""
+    windows = getattr(engine, "segment_crops", None)
+    return windows(prompts) if windows is not None else engine.segment(prompts)
+
+
 def label_image(engine: PromptEngine, image: np.ndarray, prompts: list[BoxPrompt]) -> np.ndarray:
-    """Set the image, decode every prompt, merge: the label map for one image."""
+    """Set the image, decode every prompt, merge: the label map for one image.
+
+    Memory: the image, the label map (1 byte per pixel) and one window per box, never a full
+    image-sized mask per box.
+    """
     engine.set_image(image)
-    masks = engine.segment(prompts)
+    masks = segment_windows(engine, prompts)
     return merge_masks(masks, [p.class_id for p in prompts], np.asarray(image).shape[:2])

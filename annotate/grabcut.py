@@ -49,8 +49,9 @@ from collections import Counter
 import numpy as np
 
 from segmodels.errors import MarsamError
-from segmodels.images import to_rgb_uint8
+from segmodels.images import check_image, to_rgb_uint8
 
+from .masks import CropMask
 from .prompts import BoxPrompt, clip_box
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ FALLBACKS = ("box", "ellipse")
 
 #: Fewer background pixels than this around a box leave GrabCut's background model unfit.
 MIN_BACKGROUND_PIXELS = 64
+#: OpenCV's RNG is set to this before every GrabCut call (reproducible labels).
+GRABCUT_SEED = 0x6D61
 
 
 class GrabCutEngine:
@@ -103,10 +106,27 @@ class GrabCutEngine:
         self._grey = False
 
     def set_image(self, image: np.ndarray) -> None:
-        self._rgb = to_rgb_uint8(image)
-        self._grey = is_grey(self._rgb)
+        """Keep the image; 8-bit images are kept as they are (crops are converted one box at a time),
+        others are converted to RGB once (their stretch depends on the whole image)."""
+        arr = check_image(image)
+        if arr.dtype == np.uint8:
+            self._rgb = arr if arr.ndim == 2 else arr[:, :, :3]
+        else:
+            self._rgb = to_rgb_uint8(arr)
+        self._grey = self._rgb.ndim == 2 or is_grey(self._rgb)
+
+    def _crop(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """RGB uint8 pixels of a window (grey images repeated into three channels per crop)."""
+        c = self._rgb[y0:y1, x0:x1]
+        if c.ndim == 2:
+            c = np.repeat(c[:, :, None], 3, axis=2)
+        return np.ascontiguousarray(c)
 
     def segment(self, prompts: list[BoxPrompt]) -> list[np.ndarray]:
+        return [c.full() for c in self.segment_crops(prompts)]
+
+    def segment_crops(self, prompts: list[BoxPrompt]) -> list[CropMask]:
+        """One mask per prompt, each in the window of its box (memory: the crops, not the image)."""
         if self._rgb is None:
             raise MarsamError("no image set; call set_image(image) before segment(prompts)")
         masks, reasons = [], []
@@ -119,20 +139,19 @@ class GrabCutEngine:
         self.last_fallbacks = reasons
         return masks
 
-    def _one(self, p: BoxPrompt) -> tuple[np.ndarray, str | None]:
+    def _one(self, p: BoxPrompt) -> tuple[CropMask, str | None]:
         import cv2
         h, w = self._rgb.shape[:2]
-        out = np.zeros((h, w), bool)
         try:
             (bx0, by0, bx1, by1), _ = clip_box(p.box, (h, w))
         except MarsamError as e:
             log.warning("box rejected: %s", e)
-            return out, None
+            return CropMask(np.zeros((0, 0), bool), 0, 0, (h, w)), None
         x0, y0 = int(math.floor(bx0)), int(math.floor(by0))
         x1, y1 = int(math.ceil(bx1)), int(math.ceil(by1))
         m = int(max(16, self.margin * max(x1 - x0, y1 - y0)))
         cx0, cy0, cx1, cy1 = max(0, x0 - m), max(0, y0 - m), min(w, x1 + m), min(h, y1 + m)
-        crop = np.ascontiguousarray(self._rgb[cy0:cy1, cx0:cx1])
+        crop = self._crop(cy0, cy1, cx0, cx1)
         ch, cw = crop.shape[:2]
         scale = min(1.0, self.max_side / max(ch, cw))
         if scale < 1.0:
@@ -156,6 +175,9 @@ class GrabCutEngine:
             reason = "no-background"
         else:
             bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+            # GrabCut seeds its colour models with k-means on OpenCV's thread RNG: reseed it per box
+            # so a label depends only on the image and its prompts, not on what ran before.
+            cv2.setRNGSeed(GRABCUT_SEED)
             try:
                 cv2.grabCut(img, mask, None, bgd, fgd, self.iterations, cv2.GC_INIT_WITH_MASK)
             except cv2.error as e:
@@ -190,10 +212,9 @@ class GrabCutEngine:
             log.debug("GrabCut fell back to the %s for box %s (%s)", shape, p.box, reason)
         if fg.shape != (ch, cw):
             fg = cv2.resize(fg, (cw, ch), interpolation=cv2.INTER_NEAREST)
-        out[cy0:cy1, cx0:cx1] = fg.astype(bool)
         # The prompt box bounds the object: nothing outside it (the crop margin is only context).
-        out[:y0], out[y1:], out[:, :x0], out[:, x1:] = False, False, False, False
-        return out, reason
+        inside = fg[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0].astype(bool)
+        return CropMask(inside, x0, y0, (h, w)), reason
 
     def _core_mask(self, shape, rect) -> np.ndarray | None:
         """The definite-foreground ellipse at the box centre, or None when ``core`` is 0 or it is < 1 px."""
@@ -227,8 +248,12 @@ def is_grey(rgb: np.ndarray, tolerance: float = 2.0) -> bool:
     A small tolerance, not equality, because grey frames saved through a colour pipeline (JPEG
     chroma, a debayered NAVCAM) carry a level or two of channel noise and no colour information.
     """
-    a = rgb.astype(np.int16)
-    return float(np.abs(a[..., 0] - a[..., 1]).mean() + np.abs(a[..., 1] - a[..., 2]).mean()) / 2 <= tolerance
+    total, n = 0, 0
+    for r in range(0, rgb.shape[0], 512):  # in row blocks: a 12000 x 12000 image needs no int16 copy
+        a = rgb[r:r + 512].astype(np.int16)
+        total += int(np.abs(a[..., 0] - a[..., 1]).sum()) + int(np.abs(a[..., 1] - a[..., 2]).sum())
+        n += a.shape[0] * a.shape[1]
+    return total / n / 2 <= tolerance
 
 
 def feature_image(crop: np.ndarray) -> np.ndarray:

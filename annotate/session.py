@@ -11,11 +11,19 @@ any moment leaves each file either as it was or as it became, never half-written
 saved label map first, ``session.json`` second, so a session.json that says "done" always has
 its label map on disk; a kill between the two leaves the image "todo" (redone on resume).
 Image paths are stored relative to the session folder so a project folder can be moved whole.
+
+One writer at a time: every writer (``create``, ``open_or_create``, ``open(lock=True)``, the
+first save) holds the folder's lock (:mod:`annotate.session_lock`), so a second ``marsam
+annotate`` or a napari annotator on the same folder is refused with one line naming the holder's
+PID instead of silently dropping the first one's records. A killed writer's lock is gone with it.
+``session.json`` is checked field by field when opened; an edited or damaged file is one line
+naming the entry, never a traceback.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -23,10 +31,11 @@ from typing import Iterable
 
 import numpy as np
 
-from segmodels.atomic import atomic_write_json, atomic_write_png
+from segmodels.atomic import atomic_write_json, atomic_write_png, remove_stale_temporaries
 from segmodels.errors import MarsamError
 from segmodels.labels import AI4MARS, LabelSpec, get_label_spec
 
+from . import session_lock
 from .prompts import BoxPrompt
 
 SESSION_FILE = "session.json"
@@ -35,27 +44,65 @@ STATUSES = ("todo", "draft", "done", "failed")
 _FORMAT = "marsam-session"
 _VERSION = 1
 
+log = logging.getLogger(__name__)
+
 
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _remove_stale_temporaries(folder: Path, min_age_s: float = 600.0) -> None:
-    """Delete temporary files a killed writer left behind (``.<name>.*.tmp``, see segmodels.atomic).
-
-    Only files older than ``min_age_s`` go, so a write in progress in another process (the
-    napari plugin autosaving while a CLI run reads) is never touched.
-    """
-    import time
-    now = time.time()
-    for d in (folder, folder / LABELS_DIR):
-        for tmp in d.glob(".*.tmp"):
+def _check_data(path: Path, data) -> dict:
+    """session.json's content, checked field by field (missing optional fields filled in)."""
+    def bad(what: str) -> MarsamError:
+        return MarsamError(f"{path} is damaged: {what}; fix that entry or restore session.json from a backup")
+    if not isinstance(data, dict) or data.get("format") != _FORMAT:
+        raise MarsamError(f"{path} is not a marsam session file")
+    version = data.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise bad(f"version {version!r} is not an integer")
+    if version > _VERSION:
+        raise MarsamError(f"{path} was written by a newer marsam (version {version}); upgrade marsam")
+    if "label_spec" not in data:
+        raise bad("it has no label_spec")
+    try:
+        spec = get_label_spec(data["label_spec"])
+    except MarsamError as e:
+        raise bad(str(e)) from None
+    images = data.get("images")
+    if not isinstance(images, list):
+        raise bad(f"images is {type(images).__name__}, not a list")
+    for key in ("engine", "model"):
+        if data.get(key) is not None and not isinstance(data.get(key), str):
+            raise bad(f"{key} {data.get(key)!r} is not text")
+    stems: dict[str, int] = {}
+    for k, e in enumerate(images):
+        if not isinstance(e, dict) or not isinstance(e.get("path"), str) or not e["path"].strip():
+            raise bad(f"image entry {k} has no path")
+        if not isinstance(e.get("stem"), str) or not e["stem"]:
+            e["stem"] = Path(e["path"]).stem
+        if e.get("status", "todo") not in STATUSES:
+            raise bad(f"image entry {k} ({e['stem']}) has status {e.get('status')!r}, not one of {', '.join(STATUSES)}")
+        e.setdefault("status", "todo")
+        prompts = e.get("prompts", [])
+        if not isinstance(prompts, list):
+            raise bad(f"image entry {k} ({e['stem']}) has prompts that are not a list")
+        for d in prompts:
             try:
-                if now - tmp.stat().st_mtime > min_age_s:
-                    tmp.unlink()
-            except OSError:
-                pass
+                p = BoxPrompt.from_dict(d)
+            except MarsamError as err:
+                raise bad(f"image entry {k} ({e['stem']}): {err}") from None
+            if not 0 <= p.class_id < spec.num_classes:
+                raise bad(f"image entry {k} ({e['stem']}) has a box of class {p.class_id}, outside label spec "
+                          f"{spec.name!r}")
+        e["prompts"] = prompts
+        for key in ("engine", "model", "error", "updated"):
+            e.setdefault(key, None)
+        if e["stem"] in stems:
+            raise bad(f"image entries {stems[e['stem']]} and {k} share the name {e['stem']!r} (label maps are "
+                      "named by it)")
+        stems[e["stem"]] = k
+    return data
 
 
 class Session:
@@ -65,52 +112,92 @@ class Session:
         self.folder = Path(folder)
         self._data = data
         self._lock = threading.RLock()
+        self._writer = False
         self.label_spec: LabelSpec = get_label_spec(data["label_spec"])
         self._index: dict[str, int] = {}
+        self.problems: list[str] = []       # images not added (e.g. a second image with a known name)
         self._reindex()
+
+    # --- the writer lock ----------------------------------------------------------------------
+    def acquire_lock(self) -> None:
+        """Become the folder's one writer (idempotent); MarsamError naming the holder if another is."""
+        with self._lock:
+            if not self._writer:
+                session_lock.acquire(self.folder)
+                self._writer = True
+                remove_stale_temporaries([self.folder, self.folder / LABELS_DIR], min_age_s=0)
+
+    def close(self) -> None:
+        """Stop writing: release the folder's lock (it also goes when the process ends)."""
+        with self._lock:
+            if self._writer:
+                session_lock.release(self.folder)
+                self._writer = False
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # --- creation -----------------------------------------------------------------------
     @classmethod
     def create(cls, folder, images: Iterable, label_spec: LabelSpec | str = AI4MARS, engine: str = "grabcut",
                model: str | None = None) -> "Session":
         folder = Path(folder)
-        if (folder / SESSION_FILE).exists():
-            raise MarsamError(f"{folder} already holds a session; open it (Session.open) or choose another --out")
         spec = get_label_spec(label_spec)
+        session_lock.acquire(folder)
+        try:
+            if (folder / SESSION_FILE).exists():
+                raise MarsamError(f"{folder} already holds a session; open it (Session.open) or choose another --out")
+        except MarsamError:
+            session_lock.release(folder)
+            raise
         data = {"format": _FORMAT, "version": _VERSION, "label_spec": spec.to_dict(), "engine": engine,
                 "model": model, "created": _now(), "updated": _now(), "images": []}
         session = cls(folder, data)
+        session._writer = True
         session.add_images(images, _save=False)
         (folder / LABELS_DIR).mkdir(parents=True, exist_ok=True)
         session._save()
         return session
 
     @classmethod
-    def open(cls, folder) -> "Session":
+    def open(cls, folder, lock: bool = False) -> "Session":
+        """Open a session; ``lock`` makes this process its one writer at once (the GUI, the CLI).
+        Without it the lock is taken at the first save, so readers never hold it."""
         folder = Path(folder)
         path = folder / SESSION_FILE
         if not path.is_file():
             raise MarsamError(f"{folder} is not a marsam session (no {SESSION_FILE}); create one with "
                               "`marsam annotate --out` or Session.create")
+        if lock:
+            session_lock.acquire(folder)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise MarsamError(f"{path} cannot be read ({e}); restore it from a backup") from None
-        if not isinstance(data, dict) or data.get("format") != _FORMAT or "images" not in data:
-            raise MarsamError(f"{path} is not a marsam session file")
-        if int(data.get("version", 0)) > _VERSION:
-            raise MarsamError(f"{path} was written by a newer marsam (version {data['version']}); upgrade marsam")
-        _remove_stale_temporaries(folder)
-        return cls(folder, data)
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError, RecursionError) as e:
+                raise MarsamError(f"{path} cannot be read ({str(e).splitlines()[0][:120]}); restore it from a backup") from None
+            data = _check_data(path, data)
+            if lock:  # the one writer now: any temporary file here is a killed writer's
+                remove_stale_temporaries([folder, folder / LABELS_DIR], min_age_s=0)
+            session = cls(folder, data)
+        except BaseException:
+            if lock:
+                session_lock.release(folder)
+            raise
+        session._writer = lock
+        return session
 
     @classmethod
     def open_or_create(cls, folder, images: Iterable, label_spec: LabelSpec | str = AI4MARS,
                        engine: str = "grabcut", model: str | None = None) -> "Session":
         """Reopen an existing session (adding new images) or start one; what resumable commands use."""
         if (Path(folder) / SESSION_FILE).exists():
-            session = cls.open(folder)
+            session = cls.open(folder, lock=True)
             spec = get_label_spec(label_spec)
             if session.label_spec.classes != spec.classes:
+                session.close()
                 raise MarsamError(f"session {folder} uses labels {session.label_spec.name!r} "
                                   f"({', '.join(session.label_spec.classes)}), not {spec.name!r}; "
                                   "pass the same --labels or another --out")
@@ -129,9 +216,11 @@ class Session:
                     continue
                 stem = path.stem
                 if stem in self._index:
-                    raise MarsamError(f"two images share the name {stem!r} ({path} and "
-                                      f"{self.image_paths[self._index[stem]]}); label maps are named by stem, "
-                                      "so rename one of them")
+                    msg = (f"skipped {path}: an image named {stem!r} is already in the session "
+                           f"({self.image_paths[self._index[stem]]}); label maps are named by stem, so rename one")
+                    log.warning(msg)
+                    self.problems.append(msg)
+                    continue
                 try:
                     rel = os.path.relpath(path, self.folder.resolve())
                 except ValueError:  # another drive on Windows
@@ -253,6 +342,7 @@ class Session:
         raise MarsamError(f"image {image} is not in session {self.folder}; add it first (Session.add_images)")
 
     def _save(self) -> None:
+        self.acquire_lock()
         self._data["updated"] = _now()
         atomic_write_json(self.folder / SESSION_FILE, self._data)
 

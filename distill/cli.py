@@ -55,6 +55,8 @@ def _train(args) -> int:
     cfg = _config(args)
     out = Path(args.out or f"runs/{args.kind}")
     _say_config(args.kind, cfg, out)
+    from segmodels.atomic import remove_stale_temporaries
+    remove_stale_temporaries(out, min_age_s=0)   # what a killed run into this folder left half-written
 
     def report(epoch, total, m):
         val = f", val mIoU {m['val_miou']:.4f}" if m.get("val_miou") is not None else ""

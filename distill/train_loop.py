@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from segmodels.atomic import atomic_path, atomic_write_json
+from segmodels.atomic import atomic_path, atomic_write_bytes, atomic_write_json
 from segmodels.checkpoints import save_checkpoint
 from segmodels.device import autocast, pick_device
 from segmodels.errors import MarsamError
@@ -440,7 +440,7 @@ def _fit(task, train_ds, val_ds, config, out_dir, progress, should_stop, show_pr
             save_checkpoint(last_path, model, task.label_spec, task.normalization,
                             dict(ckpt_meta, epoch=0, partial_epoch=True))
         if not best_path.exists():
-            best_path.write_bytes(last_path.read_bytes())
+            atomic_write_bytes(best_path, last_path.read_bytes())
         atomic_write_json(out_dir / "summary.json", summary)
     if _is_dist():
         dist.barrier()

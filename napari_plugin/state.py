@@ -84,6 +84,9 @@ class MarsamState:
             self.spec_changed.emit(spec)
 
     def set_session(self, session) -> None:
+        old = self.session
+        if old is not None and old is not session and hasattr(old, "close"):
+            old.close()   # release the old folder's writer lock
         self.session = session
         if session is not None:
             self.set_label_spec(session.label_spec)

@@ -88,3 +88,25 @@ def atomic_write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     buf = io.BytesIO()
     np.save(buf, np.asarray(array), allow_pickle=False)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def remove_stale_temporaries(folders, min_age_s: float = 600.0) -> int:
+    """Delete temporary files (``.<name>.*.tmp``) a killed writer left in ``folders``; returns how many.
+
+    Only files older than ``min_age_s`` go, so a write in progress in another process is never
+    touched; a caller that knows it is the folder's only writer (a session's lock holder) passes 0.
+    """
+    import time
+    now, removed = time.time(), 0
+    for d in [folders] if isinstance(folders, (str, os.PathLike)) else folders:
+        d = Path(d)
+        if not d.is_dir():
+            continue
+        for tmp in d.glob(".*.tmp"):
+            try:
+                if now - tmp.stat().st_mtime >= min_age_s:
+                    tmp.unlink()
+                    removed += 1
+            except OSError:
+                pass
+    return removed

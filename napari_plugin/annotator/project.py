@@ -60,7 +60,7 @@ def open_or_create_session(folder: Path, images: list[Path], label_spec: LabelSp
     """annotate's Session in ``folder``: reopened (new images added; its label spec wins, the
     widget switches to it) or created with ``label_spec``."""
     if (Path(folder) / "session.json").is_file():
-        session = Session.open(folder)
+        session = Session.open(folder, lock=True)   # one writer: a CLI run on this folder is refused
         add_images(session, images)
         return session
     sam = engine != "grabcut"

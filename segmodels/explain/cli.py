@@ -140,7 +140,15 @@ def run_maps(args) -> int:
     cls = ck.label_spec.class_id(args.cls) if args.cls is not None else None
     out = Path(args.out)
     failed = 0
+    seen: dict[str, str] = {}
     for path in tqdm(args.image, desc=f"explain {args.method}", unit="image", disable=len(args.image) < 2):
+        stem = Path(path).stem
+        if stem in seen:  # outputs are named by stem: a second image of that name would overwrite them
+            failed += 1
+            print(f"marsam: skipped {path}: {seen[stem]} has the same name and its maps are in {out}; "
+                  "rename one of them", file=sys.stderr)
+            continue
+        seen[stem] = str(path)
         try:
             img = load_image(path)
             e = explain_image(ck, img, args.method, cls, args, device)

@@ -64,8 +64,8 @@ def test_session_reopens_exactly(tmp_path):
 def test_session_refuses_bad_input(tmp_path):
     imgs = _images(tmp_path / "a")
     other = _images(tmp_path / "b", n=1)
-    with pytest.raises(MarsamError, match="share the name 'img0'"):
-        Session.create(tmp_path / "s0", imgs + other)
+    dup = Session.create(tmp_path / "s0", imgs + other)   # a second img0 is reported and skipped
+    assert len(dup.image_paths) == len(imgs) and "already in the session" in dup.problems[0]
     s = Session.create(tmp_path / "s", imgs, label_spec=HIRISE_PITS)
     with pytest.raises(MarsamError, match="already holds a session"):
         Session.create(tmp_path / "s", imgs)
@@ -110,7 +110,7 @@ _WRITER = textwrap.dedent("""
 
 def test_kill_mid_write_leaves_last_good_state(tmp_path):
     imgs = _images(tmp_path / "i", n=4, size=(300, 400))
-    Session.create(tmp_path / "s", imgs)
+    Session.create(tmp_path / "s", imgs).close()   # let the writer process take the session's lock
     script = tmp_path / "writer.py"
     script.write_text(_WRITER)
     for delay in (0.3, 0.9):
@@ -127,14 +127,12 @@ def test_kill_mid_write_leaves_last_good_state(tmp_path):
                 assert lm.shape == (300, 400) and len(np.unique(lm)) == 1
                 assert len(s.prompts(i)) == 50
     assert s.counts()["done"] >= 1
-    # temporaries a killed writer left behind are removed once stale (never fresh ones: another
-    # process may be writing them right now)
-    import os
+    # temporaries a killed writer left behind: a reader leaves them (it takes no lock), the next
+    # writer removes them all (holding the lock, it knows no other writer is at work)
     leftovers = list((tmp_path / "s").glob(".*.tmp")) + list((tmp_path / "s" / "labels").glob(".*.tmp"))
-    for t in leftovers:
-        os.utime(t, (time.time() - 3600, time.time() - 3600))
     fresh = tmp_path / "s" / ".session.json.fresh.tmp"
     fresh.write_text("{")
     Session.open(tmp_path / "s")
-    assert fresh.exists()
-    assert not [t for t in leftovers if t.exists()]
+    assert fresh.exists() and all(t.exists() for t in leftovers)
+    Session.open(tmp_path / "s", lock=True).close()
+    assert not fresh.exists() and not [t for t in leftovers if t.exists()]
