@@ -111,3 +111,22 @@ def draw_boxes(shapes, points, boxes: list[Box], spec: LabelSpec) -> None:
     points.features = pd.DataFrame({"positive": np.array(flags, bool)})
     if flags:
         points.face_color = [POSITIVE_COLOR if f else NEGATIVE_COLOR for f in flags]
+
+
+def update_labels(layer, label_map: np.ndarray, region: tuple[int, int, int, int] | None) -> int:
+    """Show ``label_map`` in the Labels ``layer`` by rewriting only ``region`` (y0, y1, x0, x1):
+    napari then recolours and uploads that part alone instead of the whole image. Returns the
+    number of pixels that changed (the whole image when the layer held another shape)."""
+    if layer.data.shape != label_map.shape or not isinstance(layer.data, np.ndarray):
+        layer.data = label_map.copy()
+        return int(label_map.size)
+    if region is None:
+        return 0
+    y0, y1, x0, x1 = region
+    new = label_map[y0:y1, x0:x1]
+    changed = layer.data[y0:y1, x0:x1] != new
+    if not changed.any():
+        return 0
+    yy, xx = np.nonzero(changed)
+    layer.data_setitem((yy + y0, xx + x0), new[changed])
+    return int(yy.size)

@@ -112,7 +112,11 @@ def saved(session: Session, key) -> tuple[list[BoxPrompt], np.ndarray | None]:
 
 def save(session: Session, key, controller) -> None:
     """Write the current boxes and label map (annotate's Session writes atomically)."""
+    save_snapshot(session, key, controller.prompts(), controller.label_map)
+
+
+def save_snapshot(session: Session, key, prompts: list[BoxPrompt], label_map: np.ndarray) -> None:
+    """Write boxes and a label map taken earlier (what the background autosave writes)."""
     if session is None:
         raise MarsamError("no session is open; open or create a session folder to save into")
-    prompts = controller.prompts()
-    session.set_result(key, prompts, controller.label_map, status="done" if prompts else "draft")
+    session.set_result(key, prompts, label_map, status="done" if prompts else "draft")

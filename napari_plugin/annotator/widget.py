@@ -25,6 +25,7 @@ from ..notify import guarded, info, user_errors, warn
 from ..state import CurrentImage, EngineConfig, MarsamState
 from . import layers as L
 from . import project
+from .autosave import Autosaver
 from .controller import AnnotatorController
 from .controls import AnnotatorControls, short
 
@@ -51,6 +52,8 @@ class AnnotatorWidget(AnnotatorControls):
         self.prefetch_worker = None
         self._embeddings = 0          # embedding jobs started and not finished (queued or running)
         self._prefetches = 0
+        self.autosaver = Autosaver(project.save_snapshot)   # session writes off the Qt thread
+        self.paints = 0               # label maps shown so far (benchmarks wait on it)
         super().__init__()           # builds the controls (needs the attributes above)
         self._connect()
         bind_shortcuts(viewer, self)
@@ -59,9 +62,9 @@ class AnnotatorWidget(AnnotatorControls):
 
     @property
     def idle(self) -> bool:
-        """True when no model load, embedding or segmentation is running, so the labels shown
-        are final (what tests and scripts wait for)."""
-        return not (self._segmenting or self._loading_engine or self._embeddings)
+        """True when no model load, embedding, segmentation or background save is running, so the
+        labels shown are final and on disk (what tests and scripts wait for)."""
+        return not (self._segmenting or self._loading_engine or self._embeddings or self.autosaver.pending)
 
     @property
     def prefetching(self) -> bool:
@@ -200,6 +203,7 @@ class AnnotatorWidget(AnnotatorControls):
 
     def _show(self, image: CurrentImage, index: int, layer: Image | None) -> None:
         """Make ``image`` the one being labelled: layers, saved boxes, embedding."""
+        self.flush_saves()
         shape = image.data.shape[:2]
         if layer is None:
             old = self.image_layer
@@ -372,16 +376,28 @@ class AnnotatorWidget(AnnotatorControls):
                       doing="segmenting the boxes", on_finally=again)
 
     def _paint(self) -> None:
+        """Merge what changed and repaint only that region of the Labels layer; save in the background."""
         label_map = self.controller.render()
         if label_map is None:
             return
-        self.labels_layer.data = label_map.copy()
+        L.update_labels(self.labels_layer, label_map, self.controller.dirty)
+        self.paints += 1
         self.status.value = f"{short(self.state.image.name)}: {len(self.controller.boxes)} box(es), saved"
         self._autosave()
 
     def _autosave(self) -> None:
+        """Hand a snapshot to the background writer (coalesced per image, atomic writes)."""
         with user_errors("saving the session"):
-            project.save(self.state.session, self.state.image.key, self.controller)
+            if self.state.session is None:
+                raise MarsamError("no session is open; open or create a session folder to save into")
+            key = self.state.image.key
+            self.autosaver.request(key, self.state.session, key, self.controller.prompts(),
+                                   self.controller.label_map.copy())
+
+    def flush_saves(self) -> None:
+        """Write pending autosaves now (before anything else reads or changes the session)."""
+        with user_errors("saving the session"):
+            self.autosaver.flush()
 
     # --- undo and save ---------------------------------------------------------------------------------
     @guarded("undoing")
@@ -402,6 +418,7 @@ class AnnotatorWidget(AnnotatorControls):
             raise MarsamError("nothing to save yet: open a folder or an image layer and draw boxes")
         if self.controller.render() is None:
             raise MarsamError("some boxes are still being segmented; save again in a moment")
+        self.autosaver.flush()
         project.save(self.state.session, self.state.image.key, self.controller)
         info(f"marsam: session saved in {project.session_folder(self.state.session)}")
 
@@ -409,6 +426,7 @@ class AnnotatorWidget(AnnotatorControls):
     def open_session(self, folder: str | Path | None = None, images: list[Path] | None = None) -> None:
         """Open the session in ``folder`` (or create it there) and show its first image."""
         folder = Path(folder if folder is not None else self.session_dir.value)
+        self.flush_saves()
         if str(folder) in ("", "."):
             raise MarsamError("choose a session folder first (an empty folder creates a new session)")
         session = project.open_or_create_session(folder, images if images is not None else self.state.image_paths,

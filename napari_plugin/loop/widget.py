@@ -113,6 +113,9 @@ class LoopWidget(Container):
         """Train the domain decoder on the session's labelled images in a worker; returns the Job."""
         if epochs is not None:
             self.epochs.value = int(epochs)
+        ann = find_annotator(self.viewer)
+        if ann is not None:
+            ann.flush_saves()           # train on what is on screen: the annotator saves in the background
         session = self.state.session
         if session is None:
             raise MarsamError("no session is open; label some images in the annotator first")

@@ -73,6 +73,34 @@ def test_moving_a_box_resegments_and_class_change_repaints(annotator, qtbot, wai
     assert (np.asarray(w.labels_layer.data)[135:175, 135:175] == 3).mean() > 0.9
 
 
+def test_a_new_box_repaints_only_its_region_and_is_saved_off_the_qt_thread(annotator, qtbot, wait_idle,
+                                                                          open_layer, square, monkeypatch):
+    import threading
+    from napari_plugin.annotator import project
+    viewer, w = annotator
+    img = square(size=200)
+    img[130:180, 130:180] = 220
+    open_layer(viewer, w, img)
+    w.shapes.add_rectangles(SQUARE)
+    wait_idle(w)
+    threads, updates = [], []
+    original = project.save_snapshot
+    monkeypatch.setattr(w.autosaver, "_write",
+                        lambda *a: (threads.append(threading.current_thread()), original(*a)))
+    w.labels_layer.events.labels_update.connect(lambda e: updates.append((e.offset, e.data.shape)))
+    before = np.asarray(w.labels_layer.data).copy()
+    w.shapes.add_rectangles(np.array([[125, 125], [185, 185]]))
+    wait_idle(w)
+    after = np.asarray(w.labels_layer.data)
+    assert (after[135:175, 135:175] == 0).mean() > 0.9
+    np.testing.assert_array_equal(after[:120], before[:120])     # the first box's pixels untouched
+    y0, y1, x0, x1 = w.controller.dirty
+    assert y0 >= 125 and x0 >= 125 and y1 <= 186 and x1 <= 186   # merged and repainted there only
+    assert updates and all(off[0] >= 125 and off[1] >= 125 for off, _ in updates)
+    assert threads and all(t is not threading.main_thread() for t in threads)
+    np.testing.assert_array_equal(w.state.session.label_map(w.state.image.key), after)
+
+
 def test_a_negative_point_refines_the_box_it_lies_in(annotator, qtbot, wait_idle, open_layer):
     viewer, w = annotator
     open_layer(viewer, w)
