@@ -45,7 +45,8 @@ class EngineRunner:
     def segment(self, token, image: np.ndarray, prompts: list) -> list[np.ndarray]:
         with self._lock:
             self._ensure_image(token, image)
-            return self.engine.segment(prompts)
+            from annotate.engines import segment_windows
+            return segment_windows(self.engine, prompts)     # windows, not full-image masks
 
     def locked(self, fn: Callable, *args):
         """``fn(*args)`` while holding the engine's lock, so the SAM model is never run by two

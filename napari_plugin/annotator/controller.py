@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from annotate.masks import CropMask
 from annotate.prompts import BoxPrompt
 from annotate.prompts import clip_box as _clip_box
 from segmodels.errors import MarsamError
@@ -62,27 +63,10 @@ def clip_box(box, shape: tuple[int, int]) -> tuple[float, float, float, float]:
     return _clip_box((x0, y0, x1, y1), shape)[0]
 
 
-@dataclass(frozen=True)
-class MaskCrop:
-    """A mask as its bounding box (y0, x0) and the boolean crop there; ``area`` = its pixel count."""
-    y0: int
-    x0: int
-    crop: np.ndarray
-    area: int
-
-    @classmethod
-    def of(cls, mask: np.ndarray) -> "MaskCrop":
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        if rows.size == 0:
-            return cls(0, 0, np.zeros((0, 0), bool), 0)
-        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-        crop = np.ascontiguousarray(mask[y0:y1, x0:x1])
-        return cls(y0, x0, crop, int(np.count_nonzero(crop)))
-
-    @property
-    def bounds(self) -> tuple[int, int, int, int]:
-        """(y0, y1, x0, x1); empty for an empty mask."""
-        return self.y0, self.y0 + self.crop.shape[0], self.x0, self.x0 + self.crop.shape[1]
+def _bounds(m: CropMask) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) of a mask's window."""
+    h, w = m.mask.shape
+    return m.y0, m.y0 + h, m.x0, m.x0 + w
 
 
 def _union(a, b):
@@ -102,7 +86,8 @@ class AnnotatorController:
         self.label_spec = label_spec
         self.shape = tuple(int(s) for s in shape[:2])
         self.boxes: list[Box] = []
-        self._masks: dict[tuple, MaskCrop] = {}
+        self._masks: dict[tuple, CropMask] = {}
+        self._areas: dict[tuple, int] = {}
         self._history: list[list[Box]] = []
         self.label_map = np.full(self.shape, label_spec.ignore_index, np.uint8)
         self._rendered: list[tuple] | None = None     # (mask key, class) merged into label_map, in order
@@ -132,6 +117,7 @@ class AnnotatorController:
         live = {b.key for b in boxes}
         for k in [k for k in self._masks if k not in live and len(self._masks) > 4 * len(live) + 16]:
             del self._masks[k]      # keep a few old masks (cheap undo), drop the rest
+            self._areas.pop(k, None)
         return self.missing()
 
     def missing(self) -> list[Box]:
@@ -142,22 +128,26 @@ class AnnotatorController:
                 out.append(b)
         return out
 
-    def add_masks(self, boxes: list[Box], masks: list[np.ndarray]) -> None:
+    def add_masks(self, boxes: list[Box], masks: list) -> None:
+        """Masks of ``boxes``: full boolean arrays or annotate :class:`CropMask` windows."""
         if len(boxes) != len(masks):
             raise ValueError(f"{len(boxes)} boxes but {len(masks)} masks")
         for b, m in zip(boxes, masks):
-            m = np.asarray(m, bool)
-            if m.shape != self.shape:
-                raise ValueError(f"mask of shape {m.shape} for an image of shape {self.shape}")
-            self._masks[b.key] = MaskCrop.of(m)
+            if isinstance(m, CropMask):
+                if tuple(m.image_shape[:2]) != self.shape:
+                    raise ValueError(f"mask for an image of shape {m.image_shape}, this image is {self.shape}")
+                m = CropMask(np.asarray(m.mask, bool), int(m.x0), int(m.y0), self.shape)
+            else:
+                m = np.asarray(m, bool)
+                if m.shape != self.shape:
+                    raise ValueError(f"mask of shape {m.shape} for an image of shape {self.shape}")
+                m = CropMask.tight(m)
+            self._masks[b.key] = m
+            self._areas[b.key] = m.area
 
     def mask(self, box: Box) -> np.ndarray:
         """The full-size boolean mask of ``box`` (its mask must be known)."""
-        mc = self._masks[box.key]
-        out = np.zeros(self.shape, bool)
-        y0, y1, x0, x1 = mc.bounds
-        out[y0:y1, x0:x1] = mc.crop
-        return out
+        return self._masks[box.key].full()
 
     def render(self) -> np.ndarray | None:
         """The merged label map, or None while some box still waits for its mask.
@@ -187,7 +177,7 @@ class AnnotatorController:
             mc = self._masks.get(key)
             if mc is None:
                 return full             # a removed mask was already dropped from the cache
-            region = _union(region, mc.bounds)
+            region = _union(region, _bounds(mc))
         return region
 
     def _merge(self, region: tuple[int, int, int, int]) -> None:
@@ -196,15 +186,15 @@ class AnnotatorController:
         y0, y1, x0, x1 = region
         out = self.label_map[y0:y1, x0:x1]
         out[:] = self.label_spec.ignore_index
-        order = sorted(range(len(self.boxes)), key=lambda i: (-self._masks[self.boxes[i].key].area, i))
+        order = sorted(range(len(self.boxes)), key=lambda i: (-self._areas[self.boxes[i].key], i))
         for i in order:
             b = self.boxes[i]
             mc = self._masks[b.key]
-            my0, my1, mx0, mx1 = mc.bounds
+            my0, my1, mx0, mx1 = _bounds(mc)
             iy0, iy1, ix0, ix1 = max(y0, my0), min(y1, my1), max(x0, mx0), min(x1, mx1)
             if iy0 >= iy1 or ix0 >= ix1:
                 continue
-            part = mc.crop[iy0 - my0:iy1 - my0, ix0 - mx0:ix1 - mx0]
+            part = mc.mask[iy0 - my0:iy1 - my0, ix0 - mx0:ix1 - mx0]
             out[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0][part] = int(b.class_id)
 
     # --- undo --------------------------------------------------------------------------------
