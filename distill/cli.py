@@ -32,7 +32,13 @@ def _config(args):
         overrides["augment"] = False
     from .config import parse_overrides
     overrides.update(parse_overrides(args.set))
-    return load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides)
+    if getattr(args, "init", None) and "lr" not in overrides:
+        # fine-tuning moves the weights less than training from scratch: a lower default lr
+        import dataclasses
+        from .init_weights import FINE_TUNE_LR_FACTOR
+        cfg = dataclasses.replace(cfg, lr=cfg.lr * FINE_TUNE_LR_FACTOR)
+    return cfg
 
 
 def _say_config(kind: str, cfg, out: Path) -> None:
@@ -62,13 +68,19 @@ def _train(args) -> int:
         val = f", val mIoU {m['val_miou']:.4f}" if m.get("val_miou") is not None else ""
         print(f"epoch {epoch}/{total}: train loss {m.get('train_loss', float('nan')):.4f}{val} "
               f"({m.get('seconds', 0):.0f} s)", flush=True)
+    init = getattr(args, "init", None)
+    if init and args.kind == "decoder":
+        raise MarsamError("--init fine-tunes a student or a teacher; the domain decoder trains from scratch "
+                          "in minutes on cached embeddings")
+    if init:
+        print(f"fine-tuning from {init} (lr {cfg.lr})", flush=True)
     if args.kind == "teacher":
         from .teacher import train_teacher
-        result = train_teacher(cfg, out, progress=report, show_progress=True)
+        result = train_teacher(cfg, out, progress=report, show_progress=True, init=init)
     elif args.kind == "student":
         from .student import train_student
         sam = _sam(cfg) if cfg.distill and cfg.distill_from in ("decoder", "average") else None
-        result = train_student(cfg, out, sam_model=sam, progress=report, show_progress=True)
+        result = train_student(cfg, out, sam_model=sam, progress=report, show_progress=True, init=init)
     else:
         from .decoder import train_decoder
         result = train_decoder(cfg, out, _sam(cfg), progress=report, show_progress=True)
@@ -154,6 +166,9 @@ def register(sub) -> None:
     p.add_argument("--teacher", help="teacher checkpoint for distillation (.safetensors)")
     p.add_argument("--decoder", help="domain decoder checkpoint (distill_from decoder/average)")
     p.add_argument("--no-distill", action="store_true", help="student on labels alone (the baseline)")
+    p.add_argument("--init", metavar="CHECKPOINT|pretrained:NAME",
+                   help="fine-tune: start from these weights (a new head when the label spec differs; "
+                        "lr defaults to a tenth of the profile's)")
     p.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="mIoU, per-class IoU, P/R/F1, ECE, params and speed of a checkpoint")

@@ -79,8 +79,11 @@ class DistillTask(SupervisedTask):
 def train_student(config: TrainConfig, out_dir: str | os.PathLike, teacher=None, decoder=None,
                   sam_model=None, progress: ProgressFn | None = None, should_stop: StopFn | None = None,
                   train_data: SegmentationDataset | None = None, val_data: SegmentationDataset | None = None,
-                  show_progress: bool = False) -> TrainResult:
+                  show_progress: bool = False, init=None) -> TrainResult:
     """Train the U-Net student, distilled (``config.distill``) or on labels alone.
+
+    ``init``: start from a trained unet checkpoint (path, ``pretrained:NAME`` or Checkpoint),
+    see :mod:`distill.init_weights`.
 
     ``teacher``: Attention U-Net checkpoint path / Checkpoint / module (default
     ``config.teacher_checkpoint``); ``decoder`` and ``sam_model`` for ``distill_from`` decoder or
@@ -91,6 +94,9 @@ def train_student(config: TrainConfig, out_dir: str | os.PathLike, teacher=None,
     student = build_model("unet", in_channels=train.channels, num_classes=train.label_spec.num_classes,
                           base=config.student_base)
     info = data_info(train, val)
+    if init is not None:   # fine-tuning hook (issue 12); the logic lives in init_weights
+        from .init_weights import init_from_checkpoint
+        info["init"] = init_from_checkpoint(student, init, train.label_spec)
     if not config.distill:
         info["distilled"] = False
         task = SupervisedTask(student, train, config, "student", info)

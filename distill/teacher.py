@@ -78,11 +78,17 @@ def data_info(train: SegmentationDataset, val: SegmentationDataset | None) -> di
 
 def train_teacher(config: TrainConfig, out_dir: str | os.PathLike, progress: ProgressFn | None = None,
                   should_stop: StopFn | None = None, train_data: SegmentationDataset | None = None,
-                  val_data: SegmentationDataset | None = None, show_progress: bool = False) -> TrainResult:
-    """Train the Attention U-Net teacher on labels; best checkpoint by val mIoU in ``out_dir``."""
+                  val_data: SegmentationDataset | None = None, show_progress: bool = False,
+                  init=None) -> TrainResult:
+    """Train the Attention U-Net teacher on labels; best checkpoint by val mIoU in ``out_dir``
+    (``init``: start from a trained attention_unet checkpoint, see :mod:`distill.init_weights`)."""
     train, val = open_train_val(config, train_data, val_data, show_progress)
     seed_everything(config.seed)   # same seed -> same initial weights (e.g. distilled vs label-only)
     model = build_model("attention_unet", in_channels=train.channels, num_classes=train.label_spec.num_classes,
                         base=config.teacher_base, dropout=config.teacher_dropout)
-    task = SupervisedTask(model, train, config, "teacher", data_info(train, val))
+    info = data_info(train, val)
+    if init is not None:   # fine-tuning hook (issue 12); the logic lives in init_weights
+        from .init_weights import init_from_checkpoint
+        info["init"] = init_from_checkpoint(model, init, train.label_spec)
+    task = SupervisedTask(model, train, config, "teacher", info)
     return fit(task, train, val, config, out_dir, progress, should_stop, show_progress)

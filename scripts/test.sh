@@ -20,7 +20,7 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
-.venv/bin/pip install -q -e ".[gui,dev]"
+.venv/bin/pip install -q -e ".[gui,geo,onnx,dev]"
 
 export QT_QPA_PLATFORM=${QT_QPA_PLATFORM:-xcb}
 export MARSAM_CACHE_DIR=${MARSAM_CACHE_DIR:-$(mktemp -d)}
