@@ -5,7 +5,8 @@ then copies in every layer of the source checkpoint whose name and shape match. 
 spec differs (other classes, or another number of them), the class head (and the aleatoric
 head) starts fresh, so a model trained on AI4Mars can start a HiRISE-pits model with all of its
 features kept. A source of another architecture, or one where nothing but the head would fit,
-is refused rather than silently training from scratch.
+(less than half of the body's weights fit, e.g. another base width) is refused rather than
+silently training from scratch.
 
 Fine-tuning should move the weights less than training from scratch, so the command line uses
 a learning rate ten times lower than the profile's when ``--lr`` is not given
@@ -54,8 +55,8 @@ def init_from_checkpoint(model: nn.Module, source: str | Checkpoint, label_spec:
             kept.append(key)
         else:
             new.append(key)
-    body = [k for k in dst if not k.startswith(HEADS)]
-    if not any(k in kept for k in body):
+    body = [k for k, _ in model.named_parameters() if not k.startswith(HEADS)]
+    if sum(k in kept for k in body) * 2 < len(body):   # less than half the body fits: not this model
         raise MarsamError(f"no layer of {source} fits this {name} (it was built with {ckpt.model_args}, this run "
                           f"with {model.config() if hasattr(model, 'config') else '?'}); set the same base width "
                           "(--student-base / --teacher-base) as the checkpoint, or train from scratch")
