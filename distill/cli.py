@@ -160,6 +160,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub) -> None:
+    from .predict.cli import register as register_predict
+    register_predict(sub)
     p = sub.add_parser("train", help="train the teacher, the SAM domain decoder or the distilled student")
     p.add_argument("kind", choices=("teacher", "decoder", "student"))
     _common(p)

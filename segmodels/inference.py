@@ -88,14 +88,17 @@ def network_probabilities(net: nn.Module, x: torch.Tensor, tile: int = 512, over
             with autocast(dev):
                 probs = class_probs(net(x.to(dev)).float())[0].cpu().numpy()
         else:
-            probs = _tiled(net, x, tile, overlap, dev, batch_size)
+            probs = tiled_probs(net, x, tile, overlap, dev, batch_size)
     finally:
         net.train(was)
     return np.ascontiguousarray(probs, dtype=np.float32)
 
 
-def _tiled(net: nn.Module, x: torch.Tensor, tile: int, overlap: int, dev: torch.device,
-           batch_size: int) -> np.ndarray:
+def tiled_probs(net, x: torch.Tensor, tile: int, overlap: int, dev: torch.device,
+                batch_size: int) -> np.ndarray:
+    """K x H x W probabilities of the normalised 1 x C x H x W input ``x`` from overlapping,
+    Hann-blended tiles; ``net`` is any callable from N x C x h x w tensors to logits (a marsam
+    network, an :class:`segmodels.onnx_models.OnnxModel`)."""
     h, w = x.shape[-2:]
     th, tw = min(tile, h), min(tile, w)
     stride = tile - overlap
