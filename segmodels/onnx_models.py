@@ -1,5 +1,9 @@
 """ONNX: export a marsam U-Net and run the exported file with onnxruntime (the ``onnx`` extra).
 
+An ``.onnx`` file is a kind of :class:`~segmodels.predictors.Predictor`: ``load_predictor("m.onnx")``
+returns an :class:`OnnxPredictor` (registered below for the ``.onnx`` suffix), so ``marsam
+predict`` and every other consumer of ``load_predictor`` run it like a checkpoint.
+
 :func:`export_onnx` traces a checkpoint's network with dynamic batch, height and width and
 stores the checkpoint's metadata (model name and arguments, label spec, input normalisation)
 in the ONNX file's ``metadata_props`` under ``marsam``, so an ``.onnx`` file predicts exactly
@@ -19,9 +23,12 @@ import torch
 import torch.nn.functional as F
 
 from .atomic import atomic_path
-from .checkpoints import DEFAULT_NORMALIZATION, Checkpoint
+from .checkpoints import Checkpoint
 from .errors import MarsamError
+from .inference import class_probs, tiled_probs
 from .labels import LabelSpec, get_label_spec
+from .normalization import Normalization
+from .predictors import register_predictor_kind
 
 INSTALL_HINT = "install the onnx extra: pip install 'marsam[onnx]'"
 OPSET = 17
@@ -51,7 +58,7 @@ def export_onnx(checkpoint: Checkpoint, path: str | os.PathLike, size: int = 256
     model.eval()
     meta = {"format": "marsam-onnx/1", "model": checkpoint.model_name, "model_args": checkpoint.model_args,
             "label_spec": checkpoint.label_spec.to_dict(),
-            "normalization": dict(checkpoint.normalization or DEFAULT_NORMALIZATION),
+            "normalization": Normalization.coerce(checkpoint.normalization).to_dict(),
             "size_multiple": multiple, "source": str(checkpoint.path or ""), "opset": opset}
     try:
         with atomic_path(path) as tmp, torch.no_grad():
@@ -98,14 +105,10 @@ class OnnxModel:
                               "marsam export-model --onnx so predictions use the right classes and input scaling")
         self.meta = json.loads(raw)
         self.label_spec: LabelSpec = get_label_spec(self.meta["label_spec"])
-        self.normalization: dict = dict(self.meta.get("normalization") or DEFAULT_NORMALIZATION)
+        self.normalization = Normalization.coerce(self.meta.get("normalization"))
         self.size_multiple = int(self.meta.get("size_multiple", 1))
-        self.in_channels = int(self.normalization.get("in_channels", 1))
+        self.in_channels = self.normalization.in_channels
         self.input_name = self.session.get_inputs()[0].name
-
-    @property
-    def name(self) -> str:
-        return f"{self.meta.get('model', 'model')} onnx ({self.path.stem})"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -118,5 +121,40 @@ class OnnxModel:
         return torch.from_numpy(out[..., :h, :w])
 
 
-def is_onnx(path: str | os.PathLike) -> bool:
-    return str(path).lower().endswith(".onnx")
+class OnnxPredictor:
+    """The ``.onnx`` kind of Predictor: no torch module; tiled like the PyTorch network."""
+
+    module = None
+    checkpoint = None
+
+    def __init__(self, model: OnnxModel, label_spec: LabelSpec | None = None,
+                 normalization: Normalization | dict | None = None):
+        self.onnx = model
+        self.label_spec = label_spec or model.label_spec
+        self.normalization = Normalization.coerce(normalization, model.normalization)
+        self.model_name = f"{model.meta.get('model', 'model')}.onnx"
+        self.name = model.path.stem
+
+    @classmethod
+    def from_path(cls, path: Path, normalization=None, label_spec: LabelSpec | None = None, threads: int | None = None,
+                  **_context) -> "OnnxPredictor":
+        return cls(OnnxModel(path, threads=threads), label_spec, normalization)
+
+    def probabilities(self, image: np.ndarray, *, tile: int = 512, overlap: int = 64, batch_size: int = 4,
+                      device=None) -> np.ndarray:
+        """K x H x W probabilities; onnxruntime runs on the CPU whatever ``device`` says."""
+        x = self.normalization.to_model_input(image)
+        h, w = x.shape[-2:]
+        if h <= tile and w <= tile:
+            probs = class_probs(self.onnx(x))[0].numpy()
+        else:
+            probs = tiled_probs(self.onnx, x, tile, overlap, torch.device("cpu"), batch_size)
+        return np.ascontiguousarray(probs, np.float32)
+
+    def probabilities_batch(self, images: list[np.ndarray]) -> np.ndarray:
+        """N x K x H x W probabilities of same-sized images in one onnxruntime call."""
+        x = torch.cat([self.normalization.to_model_input(im) for im in images])
+        return np.ascontiguousarray(class_probs(self.onnx(x)).numpy(), np.float32)
+
+
+register_predictor_kind(".onnx")(OnnxPredictor.from_path)

@@ -11,6 +11,8 @@ def _predict(args) -> int:
     from segmodels.labels import get_label_spec
     from .models import open_predictor
     from .run import PredictSettings, predict_images
+    from segmodels.device import pick_device
+    args.device = str(pick_device(args.device))      # cuda, then mps, then cpu unless told otherwise
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
@@ -18,9 +20,10 @@ def _predict(args) -> int:
                                uncertainty=tuple(args.uncertainty or ()), probs=args.probs,
                                mc_samples=args.mc_samples, vector=args.vector, vector_units=args.vector_units,
                                min_region=args.min_region, batch_size=args.batch_size, block=args.block,
-                               overwrite=args.overwrite, sort=args.sort, progress=not args.quiet).check()
-    predictor = open_predictor(args.checkpoint, args.pretrained, device=args.device, tile=args.tile,
-                               overlap=args.overlap, batch_size=args.tile_batch,
+                               tile=args.tile, overlap=args.overlap, tile_batch=args.tile_batch,
+                               device=args.device, overwrite=args.overwrite, sort=args.sort,
+                               progress=not args.quiet).check()
+    predictor = open_predictor(args.checkpoint, args.pretrained, device=args.device,
                                sam_model_type=args.sam_model_type, sam_checkpoint=args.sam_checkpoint,
                                threads=args.threads)
     spec = get_label_spec(args.labels) if args.labels else None

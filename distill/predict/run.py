@@ -28,6 +28,7 @@ from segmodels.images import IMAGE_SUFFIXES, list_images, load_image, to_unit_fl
 from segmodels.labels import LabelSpec
 
 from .layout import Layout, check_out_folder, read_row, sort_rows, stems_for, write_table
+from .models import batch_probabilities, can_batch, describe, mc_dropout_mutual_info
 
 UNCERTAINTY_KINDS = ("entropy", "mc-dropout")
 OVERLAY_ALPHA = 0.45
@@ -44,6 +45,10 @@ class PredictSettings:
     vector_units: str = "auto"       #: "auto" (map when georeferenced), "map" (required), "pixel"
     min_region: int = 1              #: regions smaller than this many pixels are left out of the vectors
     batch_size: int = 8              #: same-sized small images per forward pass
+    tile: int = 512                  #: tiles of segmodels' tiled inference inside a large image
+    overlap: int = 64
+    tile_batch: int = 2              #: tiles per forward pass (memory grows with it)
+    device: str | None = None
     block: int = 2048                #: images with a side above this are predicted in strips
     block_pixels: int = 2_000_000    #: pixels per strip (sets its height: block_pixels // width)
     halo: int = 64                   #: context rows above and below each strip
@@ -127,23 +132,25 @@ def _image_axes(axes: tuple[int, ...], ndim: int) -> tuple[int, ...]:
     return tuple({-1: 1, -2: 0}[a] for a in axes)
 
 
-def tta_probs(predictor, image: np.ndarray, tta: str) -> np.ndarray:
+def tta_probs(predictor, image: np.ndarray, settings: PredictSettings) -> np.ndarray:
+    """K x H x W probabilities averaged over the flips of ``settings.tta`` (each flipped back)."""
     total = None
-    flips = _flips(tta)
+    flips = _flips(settings.tta)
     for axes in flips:
         img = np.ascontiguousarray(np.flip(image, _image_axes(axes, image.ndim))) if axes else image
-        p = predictor.probs(img)
+        p = predictor.probabilities(img, tile=settings.tile, overlap=settings.overlap,
+                                    batch_size=settings.tile_batch, device=settings.device)
         p = np.flip(p, axes) if axes else p
         total = p.astype(np.float32, copy=True) if total is None else total + p
     return total / len(flips)
 
 
-def tta_probs_batch(predictor, images: list[np.ndarray], tta: str) -> np.ndarray:
+def tta_probs_batch(predictor, images: list[np.ndarray], settings: PredictSettings) -> np.ndarray:
     total = None
-    flips = _flips(tta)
+    flips = _flips(settings.tta)
     for axes in flips:
         imgs = [np.ascontiguousarray(np.flip(im, _image_axes(axes, im.ndim))) for im in images] if axes else images
-        p = predictor.probs_batch(imgs)
+        p = batch_probabilities(predictor, imgs, settings.device)
         p = np.flip(p, axes) if axes else p
         total = p.astype(np.float32, copy=True) if total is None else total + p
     return total / len(flips)
@@ -355,13 +362,12 @@ def _predict_image(predictor, image: np.ndarray, job: _ImageJob, settings: Predi
     h, w = image.shape[:2]
     strips = _strips(h, w, settings)
     mc = "mc-dropout" in settings.uncertainty
-    if mc and not hasattr(predictor, "mc_dropout"):
-        raise MarsamError(f"{predictor.name} cannot sample dropout (only PyTorch U-Nets can); use --uncertainty entropy")
     for y0, y1 in strips:
         a, b = max(0, y0 - settings.halo), min(h, y1 + settings.halo)
         part = x[a:b]
-        p = tta_probs(predictor, part, settings.tta)[:, y0 - a:y1 - a]
-        mi = predictor.mc_dropout(part, settings.mc_samples)[y0 - a:y1 - a] if mc else None
+        p = tta_probs(predictor, part, settings)[:, y0 - a:y1 - a]
+        mi = (mc_dropout_mutual_info(predictor, part, settings.mc_samples, settings.tile, settings.overlap,
+                                     settings.tile_batch, settings.device)[y0 - a:y1 - a] if mc else None)
         job.add(y0, p, mi)
         if bar is not None and len(strips) > 1:
             bar.set_postfix_str(f"rows {y1}/{h}")
@@ -403,7 +409,7 @@ def predict_images(predictor, sources: list[str | os.PathLike], out: str | os.Pa
                 job.add(0, probs)
             else:
                 _predict_image(predictor, image, job, settings, bar)
-            rows[stem] = job.finish(image, predictor.name, time.perf_counter() - t0, path)
+            rows[stem] = job.finish(image, describe(predictor), time.perf_counter() - t0, path)
             report.predicted += 1
         except BaseException as e:
             job.abort()
@@ -417,7 +423,7 @@ def predict_images(predictor, sources: list[str | os.PathLike], out: str | os.Pa
             return
         t0 = time.perf_counter()
         try:
-            probs = tta_probs_batch(predictor, [_model_input(p[2]) for p in pending], settings.tta)
+            probs = tta_probs_batch(predictor, [_model_input(p[2]) for p in pending], settings)
         except Exception:   # fall back to one at a time, so one bad image does not take the batch down
             probs = [None] * len(pending)
         share = (time.perf_counter() - t0) / len(pending)
@@ -426,7 +432,7 @@ def predict_images(predictor, sources: list[str | os.PathLike], out: str | os.Pa
             run_one(path, stem, image, georef, time.perf_counter() - (share if p is not None else 0.0), p)
         pending.clear()
 
-    batchable = hasattr(predictor, "probs_batch") and "mc-dropout" not in settings.uncertainty
+    batchable = can_batch(predictor) and "mc-dropout" not in settings.uncertainty
     try:
         for path, stem in zip(paths, stems):
             georef = read_georef(path)
@@ -463,7 +469,7 @@ def predict_images(predictor, sources: list[str | os.PathLike], out: str | os.Pa
         ordered = sort_rows([rows[s] for s in stems if s in rows], settings.sort)
         report.rows = ordered
         if ordered:
-            meta = {"model": predictor.name, "label_spec": spec.to_dict(),
+            meta = {"model": describe(predictor), "label_spec": spec.to_dict(),
                     "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(settings).items()},
                     "sorted_by": settings.sort}
             report.table = write_table(layout, ordered, spec, meta)

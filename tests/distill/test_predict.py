@@ -27,7 +27,7 @@ N_IMAGES = 5
 
 @pytest.fixture(scope="module")
 def student():
-    return open_predictor(pretrained="ai4mars-student", device="cpu", tile=256, overlap=32, batch_size=2)
+    return open_predictor(pretrained="ai4mars-student", device="cpu")
 
 
 @pytest.fixture
@@ -44,8 +44,11 @@ def navcam(ai4mars_dir, tmp_path) -> Path:
     return folder
 
 
+TILES = dict(tile=256, overlap=32, tile_batch=2)
+
+
 def _run(student, images, out, **kw):
-    return predict_images(student, [images], out, PredictSettings(progress=False, **kw))
+    return predict_images(student, [images], out, PredictSettings(progress=False, **{**TILES, **kw}))
 
 
 def test_folder_layout_table_abstention_and_triage(student, navcam, tmp_path):
@@ -146,16 +149,17 @@ def test_bad_inputs_are_one_line_errors(navcam, tmp_path, capsys):
 
 def test_tta_averages_flips_and_strips_match_the_whole_image(student, hirise_dir):
     img = load_image(sorted((hirise_dir / "test" / "images").iterdir())[0])[:600, :520]
-    p0 = student.probs(img)
-    p_h = np.flip(student.probs(np.ascontiguousarray(img[:, ::-1])), -1)
-    np.testing.assert_allclose(tta_probs(student, img, "h"), (p0 + p_h) / 2, atol=1e-5)
+    p0 = student.probabilities(img, tile=256, overlap=32)
+    p_h = np.flip(student.probabilities(np.ascontiguousarray(img[:, ::-1]), tile=256, overlap=32), -1)
+    np.testing.assert_allclose(tta_probs(student, img, PredictSettings(tta="h", **TILES)), (p0 + p_h) / 2,
+                               atol=1e-5)
     # predicting in 3 strips with a 64-row halo gives almost the whole-image labels (the strips' tile
     # grids differ from the whole image's, so pixels near a class boundary may flip)
     from distill.predict.run import _ImageJob, _predict_image
     from distill.predict.layout import Layout
     job = _ImageJob(Layout("/nonexistent"), "x", img.shape[:2], student.label_spec,
                     PredictSettings(progress=False), None, need_confidence=False)
-    _predict_image(student, img, job, PredictSettings(block=256, block_pixels=200 * 520, halo=64))
+    _predict_image(student, img, job, PredictSettings(block=256, block_pixels=200 * 520, halo=64, **TILES))
     assert (job.labels == p0.argmax(0)).mean() > 0.98
 
 
@@ -226,8 +230,8 @@ def test_onnx_export_agrees_with_pytorch_and_predicts(navcam, tmp_path, capsys):
     with torch.no_grad():
         ref = ckpt.model(x)
     assert float((OnnxModel(onnx_path)(x) - ref).abs().max()) < 1e-3
-    ort = open_predictor(onnx_path, tile=256, overlap=32, batch_size=2)
-    pt = open_predictor(pretrained="ai4mars-student", device="cpu", tile=256, overlap=32, batch_size=2)
+    ort = open_predictor(onnx_path)
+    pt = open_predictor(pretrained="ai4mars-student", device="cpu")
     a = _run(ort, navcam, tmp_path / "a", probs=True)
     b = _run(pt, navcam, tmp_path / "b", probs=True)
     assert a.predicted == N_IMAGES and "onnx" in a.rows[0]["model"]
@@ -255,7 +259,7 @@ def test_domain_decoder_predicts_through_the_embedding_cache(navcam, tmp_path, t
         calls["encoder"] += 1
         return original(x)
     monkeypatch.setattr(tiny_sam.sam.image_encoder, "forward", counting)
-    pred = open_predictor(path, sam_model=tiny_sam)
+    pred = open_predictor(path, sam=tiny_sam)
     rep = _run(pred, navcam, tmp_path / "a")
     assert rep.predicted == N_IMAGES and rep.rows[0]["model"].startswith("sam_decoder")
     assert calls["encoder"] == N_IMAGES
