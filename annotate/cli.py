@@ -11,10 +11,8 @@ log = logging.getLogger(__name__)
 
 
 def _add_model_args(p) -> None:
-    from .sam_loading import SAM_MODEL_TYPES
-    p.add_argument("--model", default="vit_b", choices=SAM_MODEL_TYPES, help="SAM model type (default vit_b)")
-    p.add_argument("--checkpoint", default=None,
-                   help="SAM .pth file (default: $MARSAM_SAM_CHECKPOINT, else the official file, downloaded once)")
+    from .sam_options import add_sam_options
+    add_sam_options(p)
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
 
 
@@ -32,7 +30,7 @@ def _embed(args) -> int:
         if torch.cuda.is_available():
             device = f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}"
     mine = shard(paths)
-    model = load_sam(args.model, args.checkpoint, device)
+    model = load_sam(args.sam_model_type, args.sam_checkpoint, device)
     cache = EmbeddingCache(args.cache_dir)
     s = embed_paths(model, mine, cache, batch_size=args.batch_size, progress=not args.quiet)
     rank = f"rank {os.environ.get('RANK', 0)}/{os.environ.get('WORLD_SIZE', 1)}: " if "WORLD_SIZE" in os.environ else ""
@@ -71,7 +69,7 @@ def _annotate(args) -> int:
         read = read_boxes(box_path, args.format, images_dir=images_dir, label_spec=spec, problems=problems)
         boxes.update(images_with_boxes(read, imgs))
     cache = EmbeddingCache(args.cache_dir) if args.engine == "sam" else None
-    engine = make_engine(args.engine, args.model, args.checkpoint, args.device, cache=cache)
+    engine = make_engine(args.engine, args.sam_model_type, args.sam_checkpoint, args.device, cache=cache)
     if args.engine == "sam" and engine.name != "sam":
         print(f"marsam: warning: no SAM checkpoint found; annotating with GrabCut instead "
               f"({getattr(engine, 'fallback_reason', '')})")

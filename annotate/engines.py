@@ -13,7 +13,7 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
-from segmodels.errors import MarsamError
+from segmodels.errors import MarsamError, WeightsUnavailable
 from segmodels.labels import IGNORE_INDEX
 
 from .embeddings import EmbeddingCache, ImageEmbedding, embed_image
@@ -157,9 +157,7 @@ def make_engine(engine: str = "sam", model_type: str = "vit_b", checkpoint=None,
         return SamEngine(load_sam(model_type, checkpoint, device), cache=cache)
     try:
         return SamEngine(load_sam(model_type, None, device), cache=cache)
-    except MarsamError as e:
-        if "no SAM" not in str(e) and "cannot download" not in str(e):
-            raise
+    except WeightsUnavailable as e:
         log.warning("no SAM checkpoint available (%s); using the GrabCut engine instead, which needs no weights", e)
         fallback = GrabCutEngine()
         fallback.fallback_reason = str(e)
@@ -199,12 +197,17 @@ def segment_windows(engine: PromptEngine, prompts: list[BoxPrompt]) -> list[np.n
     return windows(prompts) if windows is not None else engine.segment(prompts)
 
 
-def label_image(engine: PromptEngine, image: np.ndarray, prompts: list[BoxPrompt]) -> np.ndarray:
-    """Set the image, decode every prompt, merge: the label map for one image.
+def label_image(engine: PromptEngine, image: np.ndarray, prompts: list[BoxPrompt],
+                ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """Set the image, decode every prompt, merge: the label map for one image (all
+    ``ignore_index`` when there is no prompt; the engine then does no work).
 
     Memory: the image, the label map (1 byte per pixel) and one window per box, never a full
     image-sized mask per box.
     """
+    shape = np.asarray(image).shape[:2]
+    if not prompts:
+        return np.full(shape, ignore_index, np.uint8)
     engine.set_image(image)
     masks = segment_windows(engine, prompts)
-    return merge_masks(masks, [p.class_id for p in prompts], np.asarray(image).shape[:2])
+    return merge_masks(masks, [p.class_id for p in prompts], shape, ignore_index)

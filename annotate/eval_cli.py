@@ -40,15 +40,15 @@ def _prompt_eval(args) -> int:
         sam_model, modes = None, ("box",)
     else:
         modes = args.modes or SAM_MODES
-        if args.model == TINY_MODEL:
-            if args.checkpoint:
-                raise MarsamError("--model tiny is the random-weight test SAM and takes no --checkpoint; "
-                                  "pass --model vit_b|vit_l|vit_h with it")
-            log.warning("--model tiny: random weights; the SAM numbers test the pipeline, not SAM")
+        if args.sam_model_type == TINY_MODEL:
+            if args.sam_checkpoint:
+                raise MarsamError("--sam-model-type tiny is the random-weight test SAM and takes no --sam-checkpoint; "
+                                  "pass --sam-model-type vit_b|vit_l|vit_h with it")
+            log.warning("--sam-model-type tiny: random weights; the SAM numbers test the pipeline, not SAM")
             sam_model = build_tiny_sam(device=pick_device(args.device))
         else:
             try:
-                sam_model = load_sam(args.model, args.checkpoint, args.device)
+                sam_model = load_sam(args.sam_model_type, args.sam_checkpoint, args.device)
             except MarsamError as e:
                 raise MarsamError(f"{e} (or evaluate the weight-free baseline alone with --engine grabcut)") from None
     report = evaluate_prompts(
@@ -73,7 +73,7 @@ def _export(args) -> int:
 
 def register(sub) -> None:
     from .prompt_eval import DEFAULT_MIN_AREA
-    from .sam_loading import SAM_MODEL_TYPES
+    from .sam_options import add_sam_options
     p = sub.add_parser(
         "prompt-eval", help="compare SAM box, point and automatic prompts (and GrabCut) against ground-truth masks",
         description="Derive one box and one interior point per connected ground-truth region, run each prompt "
@@ -86,10 +86,8 @@ def register(sub) -> None:
                    help="comma-separated SAM modes among box,point,auto (default all; GrabCut: box)")
     p.add_argument("--engine", choices=("sam", "grabcut"), default="sam",
                    help="sam: the SAM modes plus the GrabCut box baseline; grabcut: the baseline alone")
-    p.add_argument("--model", choices=SAM_MODEL_TYPES + (TINY_MODEL,), default="vit_b",
-                   help="SAM model type; 'tiny' = random-weight test SAM (numbers are meaningless, for smoke tests)")
-    p.add_argument("--checkpoint", default=None, help="SAM checkpoint .pth (default: $MARSAM_SAM_CHECKPOINT or the "
-                                                      "official file in the cache)")
+    add_sam_options(p, extra_types=(TINY_MODEL,),
+                    type_help="SAM model type; 'tiny' = random-weight test SAM (numbers are meaningless, for smoke tests)")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     p.add_argument("--jitter", type=float, default=0.0,
                    help="box jitter as a fraction of the box side, to model a hurried expert (e.g. 0.1)")

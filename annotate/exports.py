@@ -32,6 +32,7 @@ from typing import Iterable
 import numpy as np
 
 from segmodels.atomic import atomic_write_bytes, atomic_write_json, atomic_write_png
+from segmodels import mask_folder
 from segmodels.errors import MarsamError
 from segmodels.labels import LabelSpec
 
@@ -250,8 +251,8 @@ def export_png(session, out: str | os.PathLike, progress: bool = False) -> Expor
     out = _out_dir(out)
     report = ExportReport("png", out)
     for path, lm in _labelled_items(session, report, progress):
-        atomic_write_bytes(out / "images" / path.name, path.read_bytes())
-        atomic_write_png(out / "masks" / f"{path.stem}.png", lm)
+        atomic_write_bytes(out / mask_folder.IMAGES / path.name, path.read_bytes())
+        atomic_write_png(out / mask_folder.MASKS / f"{path.stem}.png", lm)
         report.exported.append(path.name)
     _check_some(report)
     atomic_write_json(out / "label_spec.json", session.label_spec.to_dict())

@@ -24,10 +24,8 @@ image includes its own embedding.
 """
 from __future__ import annotations
 
-import csv
 import logging
 import os
-import platform
 import time
 import zlib
 from collections import defaultdict
@@ -36,9 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
+from segmodels.device import machine_info
 from segmodels.errors import MarsamError
-from segmodels.images import IMAGE_SUFFIXES, load_image, to_rgb_uint8
+from segmodels.images import load_image, to_rgb_uint8
 from segmodels.labels import AI4MARS, LabelSpec
+from segmodels.mask_folder import SPLIT_FILE, has_layout
+from segmodels.mask_folder import pairs as mask_folder_pairs
 
 from .region_prompts import DEFAULT_MIN_AREA, RegionPrompt, region_prompts
 
@@ -65,41 +66,15 @@ def find_samples(data_dir: str | os.PathLike, split: str | None = "val", limit: 
     An id whose image or mask is missing is skipped with a warning.
     """
     data = Path(data_dir)
-    img_dir, mask_dir = data / "images", data / "masks"
-    if not img_dir.is_dir() or not mask_dir.is_dir():
-        raise MarsamError(f"{data} needs images/ and masks/ folders (the AI4Mars layout: images/<id>.jpg, "
-                          f"masks/<id>.png with class ids); check --data")
     if limit is not None and limit < 1:
         raise MarsamError(f"--limit must be at least 1, not {limit}")
-    split_file = data / "split.csv"
-    if split is not None and split_file.is_file():
-        with open(split_file, newline="") as f:
-            rows = list(csv.DictReader(f))
-        if not rows or not {"id", "split"} <= set(rows[0]):
-            raise MarsamError(f"{split_file} must have the columns id,split")
-        ids = [r["id"] for r in rows if r["split"] == split]
-        if not ids:
-            splits = sorted({r["split"] for r in rows})
-            raise MarsamError(f"split {split!r} is not in {split_file}; use one of {', '.join(splits)}")
-    else:
-        if split is not None:
-            log.warning("%s has no split.csv; evaluating every mask", data)
-        ids = sorted(p.stem for p in mask_dir.glob("*.png"))
-    images = {}
-    for p in img_dir.iterdir():
-        if p.suffix.lower() in IMAGE_SUFFIXES:
-            images.setdefault(p.stem, p)
-    samples, missing = [], []
-    for i in ids:
-        mask = mask_dir / f"{i}.png"
-        if i in images and mask.is_file():
-            samples.append(EvalSample(i, images[i], mask))
-        else:
-            missing.append(i)
-        if limit is not None and len(samples) >= limit:
-            break
+    if split is not None and has_layout(data) and not (data / SPLIT_FILE).is_file():
+        log.warning("%s has no split.csv; evaluating every mask", data)
+        split = None
+    found, missing = mask_folder_pairs(data, split)
+    samples = [EvalSample(p.id, p.image, p.mask) for p in found][:limit]
     if missing:
-        log.warning("%d id(s) lack an image or a mask and are skipped, e.g. %s", len(missing), missing[0])
+        log.warning("%d id(s) lack an image or a mask and are skipped, e.g. %s", len(missing), missing[0][0])
     if not samples:
         raise MarsamError(f"no image with a mask found in {data}; masks must be masks/<id>.png next to images/<id>.*")
     return samples
@@ -336,7 +311,7 @@ def evaluate_prompts(samples: list[EvalSample], sam_model=None, modes=SAM_MODES,
         "model": {"sam_model_type": getattr(sam_model, "model_type", None),
                   "checkpoint_id": getattr(sam_model, "checkpoint_id", None),
                   "device": str(getattr(sam_model, "device", "cpu")), "weights": weights},
-        "machine": _machine(),
+        "machine": machine_info(),
         "images": {"evaluated": len(per_image), "skipped": skipped, "without_regions": empty},
         "modes": {k: m.summary(label_spec) for k, m in runs.items()},
         "per_image": per_image,
@@ -381,17 +356,6 @@ def _evaluate_image(image, regions: list[RegionPrompt], valid, runs, sam_engine,
         masks, dt = timed(gc_engine.segment, boxes)
         ious["grabcut/box"], times["grabcut/box"] = [iou(m, g, valid) for m, g in zip(masks, gts)], (dt, prep_s)
     return ious, times, n_auto
-
-
-def _machine() -> dict:
-    import torch
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
-    if hasattr(os, "getloadavg"):  # shared machines: the load says how much the times are inflated
-        info["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
 
 
 def format_table(report: dict) -> str:

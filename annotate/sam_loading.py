@@ -25,7 +25,7 @@ import torch
 
 from segmodels.atomic import atomic_path, atomic_write_json
 from segmodels.device import pick_device
-from segmodels.errors import MarsamError
+from segmodels.errors import MarsamError, WeightsUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ CHECKPOINT_SHA256 = {
 }
 # The image encoder width tells the model types apart in a state dict.
 _EMBED_DIM = {"vit_b": 768, "vit_l": 1024, "vit_h": 1280}
-_PATCH_KEY = "image_encoder.patch_embed.proj.weight"
+#: the state-dict key whose width tells the model type (every SAM checkpoint has it)
+PATCH_KEY = "image_encoder.patch_embed.proj.weight"
 
 
 @dataclass
@@ -126,8 +127,8 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None,
                 raise MarsamError(f"download of {url} is corrupt (sha256 {h.hexdigest()[:12]}..., expected "
                                   f"{sha256[:12]}...); run again, or download it by hand and put it at {dest}")
     except (urllib.error.URLError, OSError, TimeoutError) as e:
-        raise MarsamError(f"cannot download {url} ({getattr(e, 'reason', e)}); download it by hand and put it at "
-                          f"{dest}, or pass --checkpoint PATH / set MARSAM_SAM_CHECKPOINT") from None
+        raise WeightsUnavailable(f"cannot download {url} ({getattr(e, 'reason', e)}); download it by hand and put "
+                                 f"it at {dest}, or pass --sam-checkpoint PATH / set MARSAM_SAM_CHECKPOINT") from None
     return dest
 
 
@@ -142,21 +143,22 @@ def find_checkpoint(model_type: str = "vit_b", checkpoint: str | os.PathLike | N
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
         if not path.is_file():
-            raise MarsamError(f"SAM checkpoint {path} does not exist; check the path or leave --checkpoint out "
+            raise MarsamError(f"SAM checkpoint {path} does not exist; check the path or leave --sam-checkpoint out "
                               f"to use the official {CHECKPOINT_FILES[model_type]}")
         return path
     cached = cache_root() / "sam" / CHECKPOINT_FILES[model_type]
     if cached.is_file():
         return cached
     if not download or os.environ.get("MARSAM_OFFLINE"):
-        raise MarsamError(f"no SAM {model_type} checkpoint found; download {checkpoint_url(model_type)} and put it "
-                          f"at {cached}, or pass --checkpoint PATH / set MARSAM_SAM_CHECKPOINT")
+        raise WeightsUnavailable(f"no SAM {model_type} checkpoint found; download {checkpoint_url(model_type)} and "
+                                 f"put it at {cached}, or pass --sam-checkpoint PATH / set MARSAM_SAM_CHECKPOINT")
     log.info("downloading the official SAM %s checkpoint to %s", model_type, cached)
     return download_file(checkpoint_url(model_type), cached, CHECKPOINT_SHA256[model_type])
 
 
-def _detect_type(state_dict: dict) -> str | None:
-    w = state_dict.get(_PATCH_KEY)
+def detect_model_type(state_dict: dict) -> str | None:
+    """vit_b, vit_l or vit_h from the image encoder's width; None when it matches none."""
+    w = state_dict.get(PATCH_KEY)
     if w is None:
         return None
     for t, dim in _EMBED_DIM.items():
@@ -165,26 +167,62 @@ def _detect_type(state_dict: dict) -> str | None:
     return None
 
 
-def load_state_dict(path: str | os.PathLike, model_type: str) -> dict:
-    """Read a SAM state dict safely and make sure it is of ``model_type``."""
+def read_state_dict(path: str | os.PathLike, mmap: bool = False) -> dict:
+    """The state dict of an official SAM ``.pth``, read with ``weights_only`` (no code is unpickled).
+
+    ``mmap`` reads lazily, for a quick look at the encoder width of a 2.5 GB file. A marsam
+    ``.safetensors`` file, a damaged file and another network's weights are refused in one line.
+    """
+    p = Path(path)
+    if p.suffix == ".safetensors":
+        raise MarsamError(f"{p} is a marsam .safetensors checkpoint, not a Segment Anything one; give an "
+                          "official sam_vit_b/l/h .pth from the segment-anything release")
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        try:
+            obj = torch.load(str(p), map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError:
+            if not mmap:
+                raise
+            obj = torch.load(str(p), map_location="cpu", weights_only=True)   # old format: no mmap
     except Exception as e:  # unpickling refused or a damaged file
-        raise MarsamError(f"cannot load SAM checkpoint {path} ({type(e).__name__}: {str(e)[:120]}); "
-                          "use an official segment-anything .pth (a plain state dict)") from None
-    if isinstance(obj, dict) and _PATCH_KEY not in obj:
+        raise MarsamError(f"cannot load SAM checkpoint {p} ({type(e).__name__}: {str(e)[:120]}); it is damaged "
+                          "or not a PyTorch file: use an official segment-anything .pth (a plain state dict)") from None
+    if isinstance(obj, dict) and PATCH_KEY not in obj:
         for k in ("model", "state_dict"):
             if isinstance(obj.get(k), dict):
                 obj = obj[k]
                 break
-    if not isinstance(obj, dict) or _PATCH_KEY not in obj:
-        raise MarsamError(f"{path} is not a Segment Anything checkpoint (no {_PATCH_KEY}); "
+    if not isinstance(obj, dict) or PATCH_KEY not in obj:
+        raise MarsamError(f"{p} is not a Segment Anything checkpoint (no image encoder weights, {PATCH_KEY}); "
                           "use sam_vit_b/l/h .pth files from the segment-anything release")
-    found = _detect_type(obj)
-    if found != model_type:
-        hint = f"this looks like a {found} checkpoint; pass --model {found}" if found else \
-            f"its encoder width {obj[_PATCH_KEY].shape[0]} matches no SAM model type"
-        raise MarsamError(f"SAM checkpoint {path} does not fit model {model_type}: {hint}")
+    return obj
+
+
+def check_model_type(state_dict: dict, path, model_type: str = "auto") -> str:
+    """The model type of ``state_dict`` (read from ``path``), refused when it is not ``model_type``
+    (``"auto"`` accepts any SAM type)."""
+    found = detect_model_type(state_dict)
+    if found is None:
+        raise MarsamError(f"{path} has an image encoder of width {state_dict[PATCH_KEY].shape[0]}, which matches no "
+                          f"SAM model type ({', '.join(SAM_MODEL_TYPES)}); give an official checkpoint")
+    if model_type != "auto" and found != model_type:
+        raise MarsamError(f"SAM checkpoint {path} is a {found} checkpoint, not {model_type}; "
+                          f"pass --sam-model-type {found}")
+    return found
+
+
+def checkpoint_model_type(path: str | os.PathLike, model_type: str = "auto") -> str:
+    """The SAM model type of the checkpoint at ``path``, read lazily (memory-mapped) and checked."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise MarsamError(f"SAM checkpoint {p} does not exist; check the path")
+    return check_model_type(read_state_dict(p, mmap=True), p, model_type)
+
+
+def load_state_dict(path: str | os.PathLike, model_type: str) -> dict:
+    """Read a SAM state dict safely and make sure it is of ``model_type``."""
+    obj = read_state_dict(path)
+    check_model_type(obj, path, model_type)
     return obj
 
 

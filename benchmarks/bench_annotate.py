@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -36,6 +34,7 @@ from annotate.engines import SamEngine  # noqa: E402
 from annotate.prompts import BoxPrompt  # noqa: E402
 from annotate.sam_loading import SamModel  # noqa: E402
 from segmodels.atomic import atomic_write_json  # noqa: E402
+from segmodels.device import machine_info  # noqa: E402
 
 
 def _timed(fn, repeats: int) -> list[float]:
@@ -73,19 +72,6 @@ def _boxes(n: int, size: int, seed: int = 1) -> list[BoxPrompt]:
         x0, y0 = rng.integers(0, size - w), rng.integers(0, size - h)
         out.append(BoxPrompt((float(x0), float(y0), float(x0 + w), float(y0 + h)), i % 4))
     return out
-
-
-def machine_info() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.is_available()}
-    try:
-        info["load_average"] = list(os.getloadavg())
-    except OSError:
-        pass
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
 
 
 def main(argv=None) -> int:

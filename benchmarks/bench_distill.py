@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from distill.evaluate import machine_info  # noqa: E402
+from segmodels.device import machine_info  # noqa: E402
 from segmodels.atomic import atomic_write_json  # noqa: E402
 from segmodels.checkpoints import load_checkpoint  # noqa: E402
 from segmodels.networks import build_model  # noqa: E402

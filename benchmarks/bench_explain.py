@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -118,6 +117,7 @@ def main(argv=None) -> int:
         print(f"{name:<28} {rows[name]['seconds_median']:8.3f} s  peak +{rows[name]['peak_extra_mib']:8.1f} MiB",
               flush=True)
     no_ibs, ibs = rows["ig_32_no_internal_batch"], rows["ig_32_internal_batch_4"]
+    from segmodels.device import machine_info
     report = {
         "benchmark": "explain", "command": " ".join([Path(sys.executable).name, *sys.argv]), "model": args.checkpoint or "unet base 16 (random weights; dropout 0.1 for MC dropout)",
         "input": "1 x 1 x 256 x 256", "device": "cpu", "torch_threads": args.threads,
@@ -126,10 +126,7 @@ def main(argv=None) -> int:
         "ratios": {"ig_peak_memory_no_ibs_over_ibs4": no_ibs["peak_extra_mib"] / max(ibs["peak_extra_mib"], 1e-9),
                    "ig_time_no_ibs_over_ibs4": no_ibs["seconds_median"] / ibs["seconds_median"],
                    "ig32_over_gradcam_time": ibs["seconds_median"] / rows["gradcam"]["seconds_median"]},
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "cpu_count": os.cpu_count(),
-                    "processor": platform.processor() or platform.machine(),
-                    "load_average_at_end": list(os.getloadavg())},
+        "machine": machine_info(),
     }
     from segmodels.atomic import atomic_write_json
     out = Path(args.out)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -137,6 +136,7 @@ def main(argv=None) -> int:
     gc_lat = _box_latencies(viewer, widget, app, boxes)
     viewer.close()
 
+    from segmodels.device import machine_info
     result = {
         "benchmark": "napari annotator: box added -> label pixels painted; Qt loop stall while embedding",
         "command": "xvfb-run -a -s '-screen 0 1600x1000x24' .venv/bin/python benchmarks/bench_napari_annotator.py",
@@ -152,11 +152,7 @@ def main(argv=None) -> int:
         "sam_vs_grabcut_median_ratio": round(float(np.median(sam_lat) / np.median(gc_lat)), 2),
         "what_a_latency_includes": "worker-thread segmentation of the new box, merge of all masks, "
                                    "Labels layer update, atomic autosave of the session (PNG + JSON)",
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads(), "napari": napari.__version__,
-                    "display": os.environ.get("DISPLAY", ""),
-                    "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()]},
+        "machine": {**machine_info(), "napari": napari.__version__, "display": os.environ.get("DISPLAY", "")},
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

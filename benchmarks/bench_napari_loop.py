@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -41,10 +40,8 @@ DATA = Path(os.environ.get("MARSAM_SHARED_DATA", REPO.parent / "shared" / "data"
 
 
 def _machine() -> dict:
-    import torch
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "load_average_1_5_15": list(os.getloadavg()), "device": "cpu"}
+    from segmodels.device import machine_info
+    return machine_info("cpu")
 
 
 def _write(report: dict, path: Path) -> None:

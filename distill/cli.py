@@ -1,4 +1,4 @@
-"""``marsam train teacher|decoder|student``, ``marsam evaluate`` and ``marsam experiment``.
+"""``marsam train teacher|decoder|student``, ``marsam evaluate``, ``marsam experiment`` and ``marsam model-card``.
 
 Settings come from a profile (``--config cpu`` / ``gpu``) or a YAML file, then the named flags,
 then ``--set key=value`` overrides (any field of :class:`distill.config.TrainConfig`). The
@@ -13,7 +13,7 @@ from pathlib import Path
 from segmodels.errors import MarsamError
 
 _FLAG_KEYS = ("data", "epochs", "size", "limit", "val_limit", "batch_size", "device", "seed", "lr",
-              "teacher_base", "student_base", "channels", "threads")
+              "teacher_base", "student_base", "channels", "threads", "sam_model_type", "sam_checkpoint")
 
 
 def _config(args):
@@ -138,6 +138,19 @@ def _label_efficiency(args) -> int:
     return 0
 
 
+def _model_card(args) -> int:
+    if args.show:
+        from .pretrained import model_card, pretrained_path
+        pretrained_path(args.show)          # an unknown name is one line naming the shipped ones
+        print(model_card(args.show) or f"no model card ships with {args.show}")
+        return 0
+    if not (args.run and args.out):
+        raise MarsamError("marsam model-card needs RUN_DIR and OUT.md (or --show NAME for a shipped card)")
+    from .model_card import main
+    argv = [str(args.run), str(args.out), "--name", args.name, "--note", args.note]
+    return main(argv + (["--note-file", str(args.note_file)] if args.note_file else []))
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="cpu", help="profile (cpu, gpu) or YAML file [cpu]")
     p.add_argument("--data", help="HF hub id, saved HF dataset, images/+masks/ folder or session folder")
@@ -155,11 +168,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher-base", dest="teacher_base", type=int)
     p.add_argument("--student-base", dest="student_base", type=int)
     p.add_argument("--no-augment", action="store_true")
+    from annotate.sam_options import add_sam_options
+    add_sam_options(p, default=None, old_model=(), old_checkpoint=False,
+                    type_help="SAM model type for the domain decoder (same as --set sam_model_type=...)",
+                    checkpoint_help="official SAM .pth for the domain decoder (same as --set sam_checkpoint=...)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting, e.g. --set alpha=0.7 (repeatable)")
 
 
 def register(sub) -> None:
+    from annotate.sam_options import add_sam_options
     from .predict.cli import register as register_predict
     register_predict(sub)
     p = sub.add_parser("train", help="train the teacher, the SAM domain decoder or the distilled student")
@@ -184,9 +202,20 @@ def register(sub) -> None:
     e.add_argument("--device")
     e.add_argument("--no-speed", action="store_true", help="skip the images/s measurement")
     e.add_argument("--threads", type=int, help="torch CPU threads (on shared cores 1 is often fastest)")
-    e.add_argument("--sam-model-type", default="vit_b")
-    e.add_argument("--sam-checkpoint")
+    add_sam_options(e, old_model=(), old_checkpoint=False,
+                    type_help="SAM model type, when the checkpoint is a domain decoder")
     e.set_defaults(func=_evaluate)
+
+    mc = sub.add_parser("model-card", help="write a model card from a finished run, or show a shipped one",
+                        description="Numbers are read from the run's files (summary.json, config.yaml, eval/*.json), "
+                                    "never typed by hand; see distill.model_card.")
+    mc.add_argument("run", nargs="?", help="run folder with teacher/, student/, student-labels-only/, eval/")
+    mc.add_argument("out", nargs="?", help="the card to write (.md)")
+    mc.add_argument("--name", default="ai4mars-student", help="model name in the card [ai4mars-student]")
+    mc.add_argument("--note", default="", help="extra paragraph (e.g. limitations), markdown")
+    mc.add_argument("--note-file", help="extra markdown appended at the end")
+    mc.add_argument("--show", metavar="NAME", help="print the card of a shipped pretrained model instead")
+    mc.set_defaults(func=_model_card)
 
     x = sub.add_parser("experiment", help="experiments of the paper")
     xs = x.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)

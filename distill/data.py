@@ -10,7 +10,6 @@ because decoding JPEGs in every epoch costs more CPU than the small student's tr
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
 import os
@@ -23,8 +22,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from segmodels.errors import MarsamError
-from segmodels.images import IMAGE_SUFFIXES, load_image, to_unit_float
+from segmodels import mask_folder
+from segmodels.errors import MarsamError, SplitNotFound
+from segmodels.mask_folder import SINGLE_SPLIT
+from segmodels.images import load_image, to_unit_float
 from segmodels.labels import LabelSpec, get_label_spec
 from segmodels.normalization import DEFAULT_MEAN, DEFAULT_STD, Normalization
 
@@ -33,7 +34,6 @@ from .augment import Augment
 log = logging.getLogger(__name__)
 
 DEFAULT_HF_DATASET = "hassanjbara/AI4MARS"
-SINGLE_SPLIT = "all"
 _MASK_HINTS = ("label", "mask", "annotation", "seg", "target", "gt")
 _ID_HINTS = ("id", "name", "file_name", "filename", "image_id", "path")
 
@@ -204,54 +204,13 @@ def build_dataset(pairs: list[Pair], label_spec: LabelSpec, size: int | None, ch
 
 # -- sources --------------------------------------------------------------------------------
 
-def _read_split_csv(path: Path) -> dict[str, str]:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
-    except UnicodeDecodeError as e:
-        line = path.read_bytes()[:e.start].count(b"\n") + 1
-        raise MarsamError(f"{path} line {line} is not UTF-8 text; save split.csv as UTF-8") from None
-    except csv.Error as e:
-        raise MarsamError(f"{path} is not CSV ({e}); write a header 'id,split' and one row per image") from None
-    if not rows:
-        raise MarsamError(f"{path} is empty; write a header 'id,split' and one row per image")
-    head = [c.strip().lower() for c in rows[0]]
-    if "id" not in head or "split" not in head:
-        raise MarsamError(f"{path} must have the header 'id,split'; found {','.join(rows[0])}")
-    i, s = head.index("id"), head.index("split")
-    return {r[i].strip(): r[s].strip() for r in rows[1:] if len(r) > max(i, s) and r[i].strip()}
-
-
 def folder_pairs(root: Path, split: str) -> tuple[list[Pair], list[tuple[str, str]]]:
-    img_dir, mask_dir = root / "images", root / "masks"
-    if not mask_dir.is_dir():
-        raise MarsamError(f"{root} has images/ but no masks/ folder; put one label PNG per image "
-                          "(same file stem) in masks/")
-    images = {p.stem: p for p in sorted(img_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
-    masks = {p.stem: p for p in sorted(mask_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
-    if not images:
-        raise MarsamError(f"{img_dir} holds no images ({', '.join(IMAGE_SUFFIXES)}); check the folder")
-    skipped: list[tuple[str, str]] = []
-    split_file = root / "split.csv"
-    if split_file.is_file():
-        table = _read_split_csv(split_file)
-        names = sorted(set(table.values()))
-        if split not in names:
-            raise MarsamError(f"split {split!r} is not in {split_file}; it has {', '.join(names)}")
-        wanted = [i for i, s in table.items() if s == split]
-        skipped += [(i, "named in split.csv but no image file") for i in wanted if i not in images]
-        wanted = [i for i in wanted if i in images]
-    else:
-        if split not in (SINGLE_SPLIT, "train"):
-            raise MarsamError(f"{root} has no split.csv, so all its images form the one split "
-                              f"{SINGLE_SPLIT!r}; there is no split {split!r} (set val_split to null "
-                              "or add a split.csv with 'id,split' rows)")
-        wanted = sorted(images)
-    skipped += [(i, f"image without a mask (expected masks/{i}.png)") for i in wanted if i not in masks]
+    """Lazy pairs of an images/ + masks/ folder (``segmodels.mask_folder`` reads the layout)."""
+    found, skipped = mask_folder.pairs(root, split)
 
-    def loader(i):
-        return lambda: (load_image(images[i]), load_image(masks[i]))
-    return [Pair(i, loader(i)) for i in wanted if i in masks], skipped
+    def loader(p):
+        return lambda: (load_image(p.image), load_image(p.mask))
+    return [Pair(p.id, loader(p)) for p in found], skipped
 
 
 def _hf_columns(features) -> tuple[str, str, str | None]:
@@ -305,10 +264,10 @@ def _open_hf(source: str, split: str):
                           "folder") from None
     if isinstance(obj, datasets.DatasetDict):
         if split not in obj:
-            raise MarsamError(f"dataset {source} has no split {split!r}; it has {', '.join(obj)}")
+            raise SplitNotFound(f"dataset {source} has no split {split!r}; it has {', '.join(obj)}")
         return obj[split]
     if split not in (SINGLE_SPLIT, "train"):
-        raise MarsamError(f"dataset {source} is a single split; there is no split {split!r}")
+        raise SplitNotFound(f"dataset {source} is a single split; there is no split {split!r}")
     return obj
 
 
@@ -355,7 +314,7 @@ def open_dataset(source: str | os.PathLike = DEFAULT_HF_DATASET, split: str = "t
     skipped: list[tuple[str, str]] = []
     if path.is_dir() and is_session(path):
         if split not in (SINGLE_SPLIT, "train"):
-            raise MarsamError(f"session {path} is one split ({SINGLE_SPLIT!r}); there is no split {split!r}")
+            raise SplitNotFound(f"session {path} is one split ({SINGLE_SPLIT!r}); there is no split {split!r}")
         pairs, session_spec = session_pairs(path)
         if label_spec is not None and get_label_spec(label_spec).classes != session_spec.classes:
             raise MarsamError(f"session {path} uses label spec {session_spec.name!r}, not {spec.name!r}; "
@@ -363,7 +322,7 @@ def open_dataset(source: str | os.PathLike = DEFAULT_HF_DATASET, split: str = "t
         spec = session_spec
         if not pairs:
             raise MarsamError(f"session {path} has no labelled images yet; label some images first")
-    elif path.is_dir() and (path / "images").is_dir():
+    elif path.is_dir() and (path / mask_folder.IMAGES).is_dir():
         pairs, skipped = folder_pairs(path, split)
     elif path.is_dir() and is_saved_hf(path):
         ds = _open_hf(str(path), split)

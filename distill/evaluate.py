@@ -9,7 +9,6 @@ on the current device. ``write_evaluation`` writes it as JSON, a markdown table 
 from __future__ import annotations
 
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from segmodels.atomic import atomic_path, atomic_write_json, atomic_write_text
-from segmodels.device import pick_device
+from segmodels.device import machine_info, pick_device
 from segmodels.errors import MarsamError
 from segmodels.labels import LabelSpec
 from segmodels.networks import DEFAULT_INPUT
@@ -47,15 +46,6 @@ def measure_speed(model: nn.Module, input_shape: tuple[int, ...], device: torch.
     if device.type == "cuda":
         torch.cuda.synchronize()
     return runs * input_shape[0] / (time.perf_counter() - t0)
-
-
-def machine_info(device: torch.device | None = None) -> dict:
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "device": str(device) if device is not None else "cpu"}
-    if device is not None and device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
 
 
 @torch.no_grad()

@@ -15,8 +15,6 @@ rover are not labelled. Everything is vectorised numpy/OpenCV: a 256 px tile tak
 """
 from __future__ import annotations
 
-import csv
-import io
 import os
 from pathlib import Path
 
@@ -201,34 +199,30 @@ def make_terrain_dataset(folder: str | os.PathLike, n: int = 64, size: int = 256
     an atomic write; an existing dataset is refused unless ``overwrite`` so that two sets are
     never silently mixed in one folder.
     """
-    from segmodels.atomic import atomic_write_png, atomic_write_text
+    from segmodels import mask_folder
+    from segmodels.atomic import atomic_write_text
     folder = Path(folder)
     if n < 2:
         raise MarsamError(f"a synthetic dataset needs n >= 2 images (one train, one val), not {n}")
     if not 0.0 < val_fraction < 1.0:
         raise MarsamError(f"val_fraction must be between 0 and 1, not {val_fraction}")
-    if (folder / "split.csv").exists() and not overwrite:
+    split_file = folder / mask_folder.SPLIT_FILE
+    if split_file.exists() and not overwrite:
         raise MarsamError(f"{folder} already holds a dataset (split.csv); choose another folder "
                           "or pass overwrite=True")
     old_ids = set()
-    if (folder / "split.csv").exists():  # overwrite: remember the old set to remove what it leaves
-        with open(folder / "split.csv", newline="") as f:
-            old_ids = {r.get("id", "") for r in csv.DictReader(f)}
+    if split_file.exists():  # overwrite: remember the old set to remove what it leaves
+        old_ids = set(mask_folder.read_split_csv(split_file))
     n_val = max(1, int(round(n * val_fraction)))
     rows = []
     for i in range(n):
         stem = f"synth_{seed:04d}_{i:05d}"
         image, label = make_terrain(size, seed=seed * 1_000_003 + i)
-        atomic_write_png(folder / "images" / f"{stem}.png", image)
-        atomic_write_png(folder / "masks" / f"{stem}.png", label)
+        mask_folder.write_pair(folder, stem, image, label)
         rows.append((stem, "val" if i >= n - n_val else "train"))
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["id", "split"])
-    writer.writerows(rows)
-    atomic_write_text(folder / "split.csv", buf.getvalue())
+    mask_folder.write_split_csv(folder, rows)
     for stale in old_ids - {r[0] for r in rows}:  # never leave tiles of the old set mixed in
-        for sub in ("images", "masks"):
+        for sub in (mask_folder.IMAGES, mask_folder.MASKS):
             (folder / sub / f"{stale}.png").unlink(missing_ok=True)
     atomic_write_text(folder / "README.md", (
         "# Synthetic Mars-like terrain (marsam)\n\n"

@@ -12,6 +12,7 @@ from segmodels.images import IMAGE_SUFFIXES, list_images
 
 
 def register(sub) -> None:
+    from annotate.sam_options import add_sam_options
     p = sub.add_parser("gui", help="label images in napari with SAM or GrabCut box prompts",
                        description="Open napari with marsam's annotator docked. Draw boxes, pick a "
                        "class, and the labels are saved into a session folder after every change.")
@@ -19,10 +20,8 @@ def register(sub) -> None:
     p.add_argument("--session", default=None,
                    help="session folder (created if new; default ./marsam-session-<folder name>)")
     p.add_argument("--labels", default=None, help="label spec of a new session (ai4mars, hirise-pits)")
-    p.add_argument("--model", default="grabcut", choices=("vit_b", "vit_l", "vit_h", "grabcut"),
-                   help="prompt engine loaded at start (SAM sizes need their checkpoint)")
-    p.add_argument("--checkpoint", default=None, help="SAM .pth file (default: $MARSAM_SAM_CHECKPOINT "
-                   "or the cached download)")
+    add_sam_options(p, default="grabcut", extra_types=("grabcut",),
+                    type_help="prompt engine loaded at start: a SAM model type (needs its checkpoint) or grabcut")
     p.set_defaults(func=_gui)
 
 
@@ -83,7 +82,7 @@ def launch(images: list[Path], session: str | None = None, labels: str | None = 
 
 def _gui(args) -> int:
     images = resolve_images(args.images)
-    launch(images, args.session, args.labels, args.model, args.checkpoint)
+    launch(images, args.session, args.labels, args.sam_model_type, args.sam_checkpoint)
     import napari
     napari.run()
     return 0

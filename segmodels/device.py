@@ -29,3 +29,22 @@ def autocast(device: torch.device, enabled: bool = True):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast("cuda", dtype=dtype)
+
+
+def machine_info(device: torch.device | str | None = None) -> dict:
+    """What a measurement ran on, for every report and benchmark: platform, processor, Python,
+    torch and its threads, the device (and GPU name) and the load average (on shared machines the
+    load says how much the times are inflated)."""
+    import os
+    import platform
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "device": str(dev)}
+    if dev.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(dev)
+    elif torch.cuda.is_available():
+        info["gpu_available"] = torch.cuda.get_device_name(0)
+    if hasattr(os, "getloadavg"):
+        info["load_average_1_5_15"] = [round(v, 2) for v in os.getloadavg()]
+    return info

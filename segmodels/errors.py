@@ -11,6 +11,15 @@ class MarsamError(Exception):
     """A mistake the user can fix; the message says what is wrong and how to fix it."""
 
 
+class SplitNotFound(MarsamError):
+    """The data has no split of the asked name (callers may fall back, e.g. to a held-out split)."""
+
+
+class WeightsUnavailable(MarsamError):
+    """Model weights were not named and none could be found or downloaded (callers may fall back,
+    e.g. from SAM to GrabCut); a file that was named but is wrong is a plain MarsamError."""
+
+
 class DiskFullError(MarsamError):
     """A write failed because the disk (or the user's quota) is full; earlier files are intact.
 

@@ -165,15 +165,6 @@ def run_maps(args) -> int:
     return 1 if failed else 0
 
 
-def _image_folder(data: str) -> Path:
-    d = Path(data)
-    if (d / "images").is_dir():
-        return d / "images"
-    if not d.is_dir():
-        raise MarsamError(f"--data {d} is not a folder; give a folder of images or one with an images/ subfolder")
-    return d
-
-
 def run_pca(args) -> int:
     from tqdm import tqdm
 
@@ -181,6 +172,7 @@ def run_pca(args) -> int:
     from ..checkpoints import load_checkpoint
     from ..device import pick_device
     from ..images import list_images, load_image
+    from ..mask_folder import image_folder
     from .neural_pca import neural_pca
     from .pca_report import save_pca_png
 
@@ -188,7 +180,7 @@ def run_pca(args) -> int:
         raise MarsamError("marsam explain pca needs --data (a folder of images or one with images/)")
     device = pick_device(args.device)
     ck = load_checkpoint(args.checkpoint, device=device)
-    folder = _image_folder(args.data)
+    folder = image_folder(args.data)
     paths = list_images(folder)[: args.limit] if args.limit else list_images(folder)
     if not paths:
         raise MarsamError(f"no images (png, jpg, tif, ...) in {folder}")

@@ -151,3 +151,20 @@ def test_make_engine(monkeypatch, tmp_path, caplog):
         make_engine("sam", checkpoint=tmp_path / "nope.pth")  # named weights stay an error
     with pytest.raises(MarsamError, match="unknown engine"):
         make_engine("mask-rcnn")
+
+
+def test_sam_without_weights_falls_back_to_grabcut_only_when_none_were_named(tmp_path, monkeypatch):
+    """The fallback is decided by the error's type (WeightsUnavailable), not by its text."""
+    from annotate.engines import make_engine
+    from annotate.sam_loading import find_checkpoint
+    from segmodels.errors import WeightsUnavailable
+    monkeypatch.setenv("MARSAM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MARSAM_OFFLINE", "1")
+    monkeypatch.delenv("MARSAM_SAM_CHECKPOINT", raising=False)
+    with pytest.raises(WeightsUnavailable):
+        find_checkpoint("vit_b")
+    engine = make_engine("sam", "vit_b")
+    assert isinstance(engine, GrabCutEngine) and "no SAM vit_b checkpoint" in engine.fallback_reason
+    with pytest.raises(MarsamError, match="does not exist") as e:   # named weights that are missing: an error
+        make_engine("sam", "vit_b", checkpoint=tmp_path / "missing.pth")
+    assert not isinstance(e.value, WeightsUnavailable)

@@ -248,7 +248,8 @@ def test_cli_prompt_eval_on_ai4mars(ai4mars_dir, tmp_path, capsys):
 @pytest.mark.parametrize("argv, match", [
     (["--engine", "grabcut", "--modes", "point"], "need SAM"),
     (["--split", "nope"], "split 'nope'"),
-    (["--model", "tiny", "--checkpoint", "x.pth"], "takes no --checkpoint"),
+    (["--sam-model-type", "tiny", "--sam-checkpoint", "x.pth"], "takes no --sam-checkpoint"),
+    (["--model", "tiny", "--checkpoint", "x.pth"], "takes no --sam-checkpoint"),   # deprecated spellings
     (["--jitter", "-1"], "jitter"),
 ])
 def test_cli_bad_input_is_one_line_error(tmp_path, capsys, argv, match):

@@ -35,7 +35,7 @@ def test_tiny_sam_is_real_segment_anything(tiny_sam):
 def test_checkpoint_of_another_model_type_is_named(tmp_path):
     path = tmp_path / "sam_vit_l.pth"
     torch.save(_fake_state(1024), path)
-    with pytest.raises(MarsamError, match="looks like a vit_l checkpoint; pass --model vit_l"):
+    with pytest.raises(MarsamError, match="is a vit_l checkpoint, not vit_b; pass --sam-model-type vit_l"):
         load_sam("vit_b", path, device="cpu")
     assert load_state_dict(path, "vit_l")  # the right type passes the check
 

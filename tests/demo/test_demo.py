@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from distill.demo import DemoSettings, run_demo
-from distill.demo.checks import MARKER, check_data, check_output, check_sam_checkpoint, prepare_output
+from marsam_demo import DemoSettings, run_demo
+from marsam_demo.checks import MARKER, check_data, check_output, check_sam_checkpoint, prepare_output
 from segmodels.cli import main
 from segmodels.errors import MarsamError
 
@@ -118,7 +118,7 @@ def test_refuses_existing_output_folders(tmp_path):
 
 
 def test_refuses_sam_checkpoints_of_the_wrong_type(tmp_path):
-    from annotate.sam_loading import _PATCH_KEY
+    from annotate.sam_loading import PATCH_KEY
     from segmodels.checkpoints import save_checkpoint
     from segmodels.networks import build_model
     with pytest.raises(MarsamError, match="does not exist"):
@@ -132,10 +132,10 @@ def test_refuses_sam_checkpoints_of_the_wrong_type(tmp_path):
     (tmp_path / "broken.pth").write_bytes(b"\x00not a checkpoint")
     with pytest.raises(MarsamError, match="damaged or not a PyTorch file"):
         check_sam_checkpoint(tmp_path / "broken.pth")
-    torch.save({_PATCH_KEY: torch.zeros(64, 3, 16, 16)}, tmp_path / "tiny.pth")
+    torch.save({PATCH_KEY: torch.zeros(64, 3, 16, 16)}, tmp_path / "tiny.pth")
     with pytest.raises(MarsamError, match="width 64"):
         check_sam_checkpoint(tmp_path / "tiny.pth")
-    torch.save({_PATCH_KEY: torch.zeros(768, 3, 16, 16)}, tmp_path / "b.pth")
+    torch.save({PATCH_KEY: torch.zeros(768, 3, 16, 16)}, tmp_path / "b.pth")
     assert check_sam_checkpoint(tmp_path / "b.pth") == "vit_b"
     with pytest.raises(MarsamError, match="is a vit_b checkpoint, not vit_l"):
         check_sam_checkpoint(tmp_path / "b.pth", "vit_l")

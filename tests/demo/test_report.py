@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from distill import report as rp
+from marsam_demo import report as rp
 from distill.synthetic import make_terrain
 from segmodels.errors import MarsamError
 from segmodels.labels import AI4MARS

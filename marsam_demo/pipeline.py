@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from segmodels.errors import MarsamError
+from segmodels.errors import MarsamError, SplitNotFound
 
 from .checks import DataSource, check_data, check_hub_reachable, check_output, check_sam_checkpoint, prepare_output
+from . import steps
 from .settings import DemoSettings
 
 log = logging.getLogger(__name__)
@@ -84,9 +85,7 @@ def _open_data(src: DataSource, out: Path, s: DemoSettings, progress: bool):
             val = open_dataset(source, name, s.size, 1, augment=False, label_spec=train.label_spec,
                                limit=s.n_val, seed=s.seed, progress=progress)
             break
-        except MarsamError as e:
-            if "split" not in str(e):
-                raise
+        except SplitNotFound as e:
             errors.append(str(e))
     if val is None:   # one split only (no split.csv): hold out the last images of the hash order
         if len(train) < 3:
@@ -114,26 +113,15 @@ def _write_annotations(folder: Path, train, annotated: list[np.ndarray], val) ->
 
     A scientist can retrain from it with ``marsam train teacher --data <out>/annotated``.
     """
-    from segmodels.atomic import atomic_write_png, atomic_write_text
-    rows = ["id,split"]
+    from segmodels import mask_folder
+    rows = []
     for ds, masks, split in ((train, annotated, "train"), (val, val.masks, "val")):
         for pid, img, mask in zip(ds.ids, ds.images, masks):
             stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in pid)
-            atomic_write_png(folder / "images" / f"{stem}.png", img)
-            atomic_write_png(folder / "masks" / f"{stem}.png", mask)
-            rows.append(f"{stem},{split}")
-    atomic_write_text(folder / "split.csv", "\n".join(rows) + "\n")
+            mask_folder.write_pair(folder, stem, img, mask)
+            rows.append((stem, split))
+    mask_folder.write_split_csv(folder, rows)
     return folder
-
-
-def _train_config(s: DemoSettings, data: str, **overrides):
-    from distill.config import load_config
-    values = dict(data=data, size=s.size, channels=1, epochs=s.teacher_epochs, batch_size=s.batch_size, lr=s.lr,
-                  teacher_base=s.teacher_base, student_base=s.student_base, threads=s.threads, device=s.device,
-                  seed=s.seed, early_stopping=0, resume=False, augment=True, warmup_epochs=0.5, limit=None,
-                  val_limit=None)
-    values.update(overrides)
-    return load_config(s.profile, values)
 
 
 def run_demo(out: str | os.PathLike, data: str | os.PathLike | None = None,
@@ -200,7 +188,6 @@ def run_demo(out: str | os.PathLike, data: str | os.PathLike | None = None,
     ann_dir = _write_annotations(out / "annotated", train, ann.label_maps, val)
 
     # 4. training on the annotations
-    from . import steps
     trained = steps.train_models(out, s, str(ann_dir), annotated, val, sam, cache, clock, progress)
     results["training"] = {k: {"epochs": r.epochs_run, "stopped": r.stopped, "best_epoch": r.summary.get("best_epoch"),
                                "best_val_miou": r.summary.get("best_val_miou"), "seconds": r.summary.get("seconds"),

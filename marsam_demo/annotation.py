@@ -5,7 +5,8 @@ ground-truth map (annotate's :func:`~annotate.region_prompts.region_prompts`) th
 the region's box, a little off as a hurried hand would (jitter), and clicks once inside the
 region; the interior clicks of other classes' regions that fall inside the box become negative
 clicks, the correction an expert makes when a box also covers a neighbour. The engine (SAM or
-GrabCut) turns the prompts into masks and annotate's overlap rule merges them. Pixels no mask
+GrabCut) turns the prompts into masks and annotate's overlap rule merges them
+(:func:`annotate.engines.label_image`, as in a real session). Pixels no mask
 covers stay unlabelled (255) and are ignored in training, as in a real session.
 
 The result is scored against the same ground truth: the annotation mIoU says how good labels
@@ -89,7 +90,7 @@ def annotate_images(engine, images, ground_truth, ids, label_spec: LabelSpec, ji
                     seed: int = 0, clicks: bool = True, progress: bool = False) -> AnnotationResult:
     """Label every image with the simulated expert's prompts; a failing image is skipped, not fatal."""
     import time
-    from annotate.engines import merge_masks
+    from annotate.engines import label_image
     t0 = time.perf_counter()
     out, skipped, n_prompts = [], [], 0
     it = range(len(images))
@@ -100,12 +101,7 @@ def annotate_images(engine, images, ground_truth, ids, label_spec: LabelSpec, ji
         gt = ground_truth[i]
         try:
             prompts = expert_prompts(gt, label_spec, jitter, seed + i, clicks)
-            if prompts:
-                engine.set_image(images[i])
-                masks = engine.segment(prompts)
-                lab = merge_masks(masks, [p.class_id for p in prompts], gt.shape, label_spec.ignore_index)
-            else:
-                lab = np.full(gt.shape, label_spec.ignore_index, np.uint8)
+            lab = label_image(engine, images[i], prompts, label_spec.ignore_index)
             n_prompts += len(prompts)
         except MarsamError as e:
             log.warning("annotation of %s skipped: %s", ids[i], e)

@@ -60,6 +60,16 @@ class DemoSettings:
         self.label_efficiency_ns = tuple(sorted({int(n) for n in self.label_efficiency_ns if 0 < int(n) <= self.n_train}))
         return self
 
+    def train_config(self, data: str, **overrides):
+        """distill's TrainConfig for one of the demo's training runs on ``data``."""
+        from distill.config import load_config
+        values = dict(data=data, size=self.size, channels=1, epochs=self.teacher_epochs, batch_size=self.batch_size,
+                      lr=self.lr, teacher_base=self.teacher_base, student_base=self.student_base,
+                      threads=self.threads, device=self.device, seed=self.seed, early_stopping=0, resume=False,
+                      augment=True, warmup_epochs=0.5, limit=None, val_limit=None)
+        values.update(overrides)
+        return load_config(self.profile, values)
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["label_efficiency_ns"] = list(self.label_efficiency_ns)

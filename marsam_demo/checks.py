@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segmodels.errors import MarsamError
+from segmodels.mask_folder import has_layout
 
 MARKER = ".marsam-demo"   # written into every demo output folder; --overwrite only replaces those
 
@@ -43,7 +44,7 @@ def check_data(data: str | os.PathLike | None) -> DataSource:
         if not path.is_dir():
             raise MarsamError(f"--data {src} is a file; give a folder with images/ and masks/ "
                               "(and split.csv), like shared/data/ai4mars-msl, or a Hugging Face id")
-        if not (path / "images").is_dir() or not (path / "masks").is_dir():
+        if not has_layout(path):
             raise MarsamError(f"--data {src} has no images/ and masks/ folders; the demo needs ground-truth "
                               "masks to simulate the expert and to score every model")
         return DataSource("folder", str(path.resolve()))
@@ -95,37 +96,14 @@ def check_sam_checkpoint(path: str | os.PathLike | None, model_type: str = "auto
     """
     if path is None:
         return None
-    import torch
-    from annotate.sam_loading import SAM_MODEL_TYPES, _PATCH_KEY, _detect_type
+    from annotate.sam_loading import SAM_MODEL_TYPES, checkpoint_model_type
     p = Path(path).expanduser()
     if not p.is_file():
         raise MarsamError(f"SAM checkpoint {p} does not exist; check the path, or leave --sam-checkpoint out "
                           "to annotate with GrabCut")
     if model_type not in ("auto", *SAM_MODEL_TYPES):
         raise MarsamError(f"unknown SAM model type {model_type!r}; use auto or one of {', '.join(SAM_MODEL_TYPES)}")
-    if p.suffix == ".safetensors":
-        raise MarsamError(f"{p} is a marsam .safetensors checkpoint, not a Segment Anything one; give an "
-                          "official sam_vit_b/l/h .pth from the segment-anything release")
-    try:
-        try:
-            state = torch.load(str(p), map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:   # an old, non-zip serialisation cannot be memory-mapped
-            state = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise MarsamError(f"cannot read SAM checkpoint {p} ({type(e).__name__}); it is damaged or not a "
-                          "PyTorch file; give an official sam_vit_b/l/h .pth") from None
-    if isinstance(state, dict) and _PATCH_KEY not in state:
-        state = next((state[k] for k in ("model", "state_dict") if isinstance(state.get(k), dict)), state)
-    if not isinstance(state, dict) or _PATCH_KEY not in state:
-        raise MarsamError(f"{p} is not a Segment Anything checkpoint (no image encoder weights); give an "
-                          "official sam_vit_b/l/h .pth from the segment-anything release")
-    found = _detect_type(state)
-    if found is None:
-        raise MarsamError(f"{p} has an image encoder of width {state[_PATCH_KEY].shape[0]}, which matches no "
-                          f"SAM model type ({', '.join(SAM_MODEL_TYPES)}); give an official checkpoint")
-    if model_type != "auto" and found != model_type:
-        raise MarsamError(f"{p} is a {found} checkpoint, not {model_type}; pass --sam-model {found} or auto")
-    return found
+    return checkpoint_model_type(p, model_type)
 
 
 def check_hub_reachable(repo_id: str, timeout: float = 5.0) -> None:

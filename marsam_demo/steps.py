@@ -23,27 +23,26 @@ def train_models(out: Path, s: DemoSettings, data: str, annotated, val, sam, cac
     """Teacher, decoder (with SAM), distilled student and the same student on labels alone."""
     from distill.student import train_student
     from distill.teacher import train_teacher
-    from .pipeline import _train_config
     trained = {}
     clock.step("teacher", f"training the teacher ({s.teacher_epochs} epochs, base {s.teacher_base})")
-    trained["teacher"] = train_teacher(_train_config(s, data, epochs=s.teacher_epochs), out / "models" / "teacher",
+    trained["teacher"] = train_teacher(s.train_config(data, epochs=s.teacher_epochs), out / "models" / "teacher",
                                        train_data=annotated, val_data=val, show_progress=progress)
     distill_from = "teacher"
     if sam is not None:
         from distill.decoder import train_decoder
         clock.step("decoder", f"training the SAM domain decoder ({s.decoder_epochs} epochs)")
-        trained["decoder"] = train_decoder(_train_config(s, data, epochs=s.decoder_epochs), out / "models" / "decoder",
+        trained["decoder"] = train_decoder(s.train_config(data, epochs=s.decoder_epochs), out / "models" / "decoder",
                                            sam_model=sam, train_data=annotated, val_data=val, cache=cache,
                                            show_progress=progress)
         distill_from = "average"
     clock.step("student", f"distilling the student from the {distill_from if distill_from != 'average' else 'teacher and decoder'}"
                           f" ({s.student_epochs} epochs)")
-    cfg = _train_config(s, data, epochs=s.student_epochs, distill=True, distill_from=distill_from)
+    cfg = s.train_config(data, epochs=s.student_epochs, distill=True, distill_from=distill_from)
     trained["student"] = train_student(cfg, out / "models" / "student", teacher=trained["teacher"].best,
                                        decoder=trained["decoder"].best if "decoder" in trained else None,
                                        sam_model=sam, train_data=annotated, val_data=val, show_progress=progress)
     clock.step("baseline", f"training the student on labels alone ({s.student_epochs} epochs)")
-    cfg = _train_config(s, data, epochs=s.student_epochs, distill=False)
+    cfg = s.train_config(data, epochs=s.student_epochs, distill=False)
     trained["student_labels_only"] = train_student(cfg, out / "models" / "student-labels-only", train_data=annotated,
                                                    val_data=val, show_progress=progress)
     return trained
@@ -57,13 +56,12 @@ def label_efficiency(out: Path, s: DemoSettings, data: str, clock, progress: boo
     more would.
     """
     from distill.experiments import label_efficiency as run_experiment
-    from .pipeline import _train_config
     ns = list(s.label_efficiency_ns)
     if not ns:
         return []
     clock.step("label_efficiency", f"label-efficiency curve: student on N = {', '.join(map(str, ns))} images "
                                    f"({s.label_efficiency_epochs} epochs each)")
-    cfg = _train_config(s, data, epochs=s.label_efficiency_epochs, distill=False, train_split="train",
+    cfg = s.train_config(data, epochs=s.label_efficiency_epochs, distill=False, train_split="train",
                         val_split="val")
     table = run_experiment(cfg, out / "models" / "label-efficiency", model="student", ns=ns,
                            show_progress=progress)

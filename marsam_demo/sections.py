@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from distill.report import (Figure, Section, Table, label_efficiency, overlay_grid, prediction_grid,
+from .report import (Figure, Section, Table, label_efficiency, overlay_grid, prediction_grid,
                             reliability_diagram, training_curves, write_report)
 
 from .steps import MODEL_TITLES
