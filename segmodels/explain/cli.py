@@ -131,12 +131,12 @@ def write_explanation(out: Path, stem: str, img: np.ndarray, e) -> list[Path]:
 def run_maps(args) -> int:
     from tqdm import tqdm
 
-    from ..checkpoints import load_checkpoint
+    from ..predictors import load_predictor
     from ..device import pick_device
     from ..images import load_image
 
     device = pick_device(args.device)
-    ck = load_checkpoint(args.checkpoint, device=device)
+    ck = load_predictor(args.checkpoint, device=device)
     cls = ck.label_spec.class_id(args.cls) if args.cls is not None else None
     out = Path(args.out)
     failed = 0
@@ -169,7 +169,7 @@ def run_pca(args) -> int:
     from tqdm import tqdm
 
     from ..atomic import atomic_write_json
-    from ..checkpoints import load_checkpoint
+    from ..predictors import load_predictor
     from ..device import pick_device
     from ..images import list_images, load_image
     from ..mask_folder import image_folder
@@ -179,7 +179,7 @@ def run_pca(args) -> int:
     if not args.data:
         raise MarsamError("marsam explain pca needs --data (a folder of images or one with images/)")
     device = pick_device(args.device)
-    ck = load_checkpoint(args.checkpoint, device=device)
+    ck = load_predictor(args.checkpoint, device=device)
     folder = image_folder(args.data)
     paths = list_images(folder)[: args.limit] if args.limit else list_images(folder)
     if not paths:
