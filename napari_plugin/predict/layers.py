@@ -63,7 +63,9 @@ def show_map(viewer, data: np.ndarray, name: str, colormap, limits: tuple[float,
     """Add or update the Image layer ``name`` holding ``data`` with fixed ``limits``."""
     from napari.layers import Image
 
-    data = np.nan_to_num(np.asarray(data, np.float32))
+    data = np.asarray(data, np.float32)
+    if not np.isfinite(data).all():
+        data = np.nan_to_num(data)
     place = _placement(ref_layer)
     if data.ndim == 3 and place:          # a stack (attention gates): one leading axis, unit scale
         place = {"scale": (1.0,) + place["scale"], "translate": (0.0,) + place["translate"]}
@@ -72,22 +74,37 @@ def show_map(viewer, data: np.ndarray, name: str, colormap, limits: tuple[float,
         hi = lo + 1e-6
     layer = viewer.layers[name] if name in viewer.layers else None
     if isinstance(layer, Image) and layer.data.shape == data.shape:
-        layer.data = data
-        layer.colormap = colormap
-        layer.contrast_limits_range = (lo, hi)
-        layer.contrast_limits = (lo, hi)
-        for k, v in place.items():
-            setattr(layer, k, v)
+        # every property set triggers a refresh: set only what differs, the data last (one redraw)
+        if _colormap_name(colormap) != layer.colormap.name:
+            layer.colormap = colormap
+        if tuple(layer.contrast_limits_range) != (lo, hi):
+            layer.contrast_limits_range = (lo, hi)
+        if tuple(layer.contrast_limits) != (lo, hi):
+            layer.contrast_limits = (lo, hi)
+        _place(layer, place)
         layer.metadata.update(metadata or {})
-        layer.visible = visible
+        if layer.visible != visible:
+            layer.visible = visible
+        layer.data = data
         return layer
     if layer is not None:
         viewer.layers.remove(layer)
     layer = viewer.add_image(data, name=name, colormap=colormap, blending="additive", opacity=opacity,
-                             metadata=dict(metadata or {}), visible=visible, **place)
-    layer.contrast_limits_range = (lo, hi)
-    layer.contrast_limits = (lo, hi)
+                             contrast_limits=(lo, hi), metadata=dict(metadata or {}), visible=visible, **place)
+    if tuple(layer.contrast_limits_range) != (lo, hi):
+        layer.contrast_limits_range = (lo, hi)
+        layer.contrast_limits = (lo, hi)
     return layer
+
+
+def _colormap_name(colormap) -> str:
+    return colormap if isinstance(colormap, str) else getattr(colormap, "name", "")
+
+
+def _place(layer, place: dict) -> None:
+    for k, v in place.items():
+        if not np.allclose(getattr(layer, k), v):
+            setattr(layer, k, v)
 
 
 def show_labels(viewer, labels: np.ndarray, name: str, spec, ref_layer=None, opacity: float = 0.5,
@@ -97,17 +114,19 @@ def show_labels(viewer, labels: np.ndarray, name: str, spec, ref_layer=None, opa
 
     place = _placement(ref_layer)
     layer = viewer.layers[name] if name in viewer.layers else None
+    spec_key = [spec.name, [list(map(int, c)) for c in spec.colors]]
     if isinstance(layer, Labels):
-        layer.data = np.asarray(labels, np.uint8)
-        layer.colormap = labels_colormap(spec)
-        for k, v in place.items():
-            setattr(layer, k, v)
-        layer.metadata.update(metadata or {})
+        if layer.metadata.get("marsam_label_colors") != spec_key:     # recolour only for another spec
+            layer.colormap = labels_colormap(spec)
+        _place(layer, place)
+        layer.metadata.update(metadata or {}, marsam_label_colors=spec_key)
+        layer.data = np.asarray(labels, np.uint8)                     # last: one redraw
         return layer
     if layer is not None:
         viewer.layers.remove(layer)
     return viewer.add_labels(np.asarray(labels, np.uint8), name=name, opacity=opacity,
-                             colormap=labels_colormap(spec), metadata=dict(metadata or {}), **place)
+                             colormap=labels_colormap(spec),
+                             metadata=dict(metadata or {}, marsam_label_colors=spec_key), **place)
 
 
 def entropy_limits(num_classes: int) -> tuple[float, float]:

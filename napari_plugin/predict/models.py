@@ -19,7 +19,7 @@ from segmodels.checkpoints import Checkpoint
 from segmodels.errors import MarsamError
 from segmodels.labels import LabelSpec
 from segmodels.predictors import Predictor, check_label_spec, load_predictor, pretrained_models, with_context
-from segmodels.uncertainty import max_prob_uncertainty, predictive_entropy
+from segmodels.uncertainty import single_pass_maps
 
 PRETRAINED_STUDENT = "ai4mars-student"
 
@@ -85,8 +85,7 @@ def run_prediction(model: Predictor | Checkpoint, image: np.ndarray, engine=None
                          fix=f"choose a model trained with label spec {label_spec.name!r}")
     t0 = time.perf_counter()
     probs = np.ascontiguousarray(p.probabilities(image, tile=tile, overlap=min(64, tile // 4)), np.float32)
-    return PredictionResult(labels=probs.argmax(axis=0).astype(np.uint8), probs=probs,
-                            entropy=np.asarray(predictive_entropy(probs), np.float32),
-                            confidence=(1.0 - np.asarray(max_prob_uncertainty(probs), np.float32)),
+    labels, entropy, confidence = single_pass_maps(probs)      # one pass over the same probabilities
+    return PredictionResult(labels=labels, probs=probs, entropy=entropy, confidence=confidence,
                             label_spec=p.label_spec, model_name=model_label(p),
                             seconds=time.perf_counter() - t0)

@@ -27,3 +27,16 @@ def max_prob_uncertainty(probs: np.ndarray | torch.Tensor, dim: int = 0) -> np.n
     t = _as_tensor(probs).float()
     out = (1.0 - t.max(dim=dim).values).clamp_min(0.0)
     return out if isinstance(probs, torch.Tensor) else out.numpy()
+
+
+def single_pass_maps(probs: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels (uint8 argmax), predictive entropy (nats) and confidence (max probability) of one
+    K x H x W probability map, all three from the same tensor in one pass: one max over the
+    classes gives labels and confidence, ``xlogy`` gives the entropy without a clamped copy.
+    A float32 numpy input is read in place (no copy)."""
+    t = _as_tensor(probs)
+    if t.dtype != torch.float32:
+        t = t.float()
+    conf, labels = t.max(dim=0)
+    ent = torch.special.xlogy(t, t).sum(dim=0).neg_().clamp_min_(0.0)
+    return labels.to(torch.uint8).numpy(), ent.numpy(), conf.numpy()

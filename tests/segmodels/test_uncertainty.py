@@ -158,3 +158,18 @@ def test_ece_bad_input():
         expected_calibration_error(np.zeros((2, 4, 4)), np.zeros((5, 5)))
     with pytest.raises(MarsamError, match="no labelled pixels"):
         expected_calibration_error(np.full((2, 4, 4), 0.5), np.full((4, 4), 255))
+
+
+def test_single_pass_maps_agree_with_the_separate_measures():
+    import torch
+    from segmodels.uncertainty import max_prob_uncertainty, predictive_entropy, single_pass_maps
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4, 33, 17)).astype(np.float32) * 3
+    probs = torch.softmax(torch.from_numpy(logits), 0).numpy()
+    probs[:, 0, 0] = [1, 0, 0, 0]                                  # a certain pixel: entropy exactly 0
+    labels, ent, conf = single_pass_maps(probs)
+    assert labels.dtype == np.uint8 and ent.dtype == np.float32 and conf.dtype == np.float32
+    np.testing.assert_array_equal(labels, probs.argmax(0))
+    np.testing.assert_allclose(ent, predictive_entropy(probs), atol=1e-5)
+    np.testing.assert_allclose(conf, 1 - max_prob_uncertainty(probs), atol=1e-6)
+    assert ent[0, 0] == 0 and ent.max() <= np.log(4) + 1e-5
