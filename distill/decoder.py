@@ -129,8 +129,10 @@ def attach_decoder_soft_labels(dataset: SegmentationDataset, decoder, sam_model,
 def train_decoder(config: TrainConfig, out_dir: str | os.PathLike, sam_model,
                   progress: ProgressFn | None = None, should_stop: StopFn | None = None,
                   train_data: SegmentationDataset | None = None, val_data: SegmentationDataset | None = None,
-                  cache=None, show_progress: bool = False) -> TrainResult:
+                  cache=None, show_progress: bool = False, plot: bool = True) -> TrainResult:
     """Train the domain decoder on SAM embeddings of the training images (computed once, cached).
+
+    ``plot=False``: no curves.png (matplotlib holds the GIL while it renders: napari passes it).
 
     ``train_data``/``val_data``: already opened datasets (e.g. a session's labelled images);
     otherwise ``config.data`` is opened at the images' own size (SAM does its own resizing).
@@ -167,4 +169,4 @@ def train_decoder(config: TrainConfig, out_dir: str | os.PathLike, sam_model,
     train.x, train.y = list(x), list(y)          # views into the stacked tensors, not second copies
     v = stack_samples(val.x, val.y) if val is not None and len(val) else None
     return fit_in_memory(model, (x, y), v, config, out_dir, train.label_spec, train.normalization, info,
-                         progress=progress, should_stop=should_stop, show_progress=show_progress)
+                         progress=progress, should_stop=should_stop, show_progress=show_progress, plot=plot)

@@ -20,11 +20,10 @@ shared loop: those are long jobs, where its per-epoch state on disk is what one 
 
 Threads: torch's intra-op pool is process-wide. The loop uses ``config.threads`` when set, else
 :func:`default_threads` (all cores but one, at least one: a laptop keeps a core for its GUI and
-everything else), and gives the previous setting back when it returns.
+everything else; ``segmodels.device``), and gives the previous setting back when it returns.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -36,7 +35,7 @@ from torch import nn
 
 from segmodels.atomic import atomic_write_json
 from segmodels.checkpoints import save_checkpoint
-from segmodels.device import autocast, pick_device
+from segmodels.device import autocast, default_threads, pick_device, torch_threads
 from segmodels.errors import MarsamError
 
 from .config import TrainConfig, save_config
@@ -45,24 +44,6 @@ from .metrics import SegmentationMetrics
 from .train_loop import ProgressFn, StopFn, TrainResult, seed_everything, weight_digest, write_history
 
 log = logging.getLogger(__name__)
-
-
-def default_threads() -> int:
-    """Torch threads for training on a shared machine: all cores but one (at least one)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(torch.get_num_threads(), cores - 1))
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    """``torch.set_num_threads(n)`` for the block, the previous value restored afterwards."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(int(n))
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -96,8 +77,12 @@ def fit_in_memory(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
                   val: tuple[torch.Tensor, torch.Tensor] | None, config: TrainConfig, out_dir: str | os.PathLike,
                   label_spec, normalization: dict, info: dict, kind: str = "decoder",
                   progress: ProgressFn | None = None, should_stop: StopFn | None = None,
-                  show_progress: bool = False) -> TrainResult:
-    """Train ``model`` on ``train`` = (embeddings, targets), both already in memory; see the module doc."""
+                  show_progress: bool = False, plot: bool = True) -> TrainResult:
+    """Train ``model`` on ``train`` = (embeddings, targets), both already in memory; see the module doc.
+
+    ``plot=False`` writes the history CSV without its matplotlib plot: napari passes it, because
+    importing matplotlib and rendering with Agg hold the GIL for hundreds of milliseconds, a
+    visible stall of the GUI (measured with benchmarks/stall_probe.py)."""
     out_dir = Path(out_dir)
     x_all, y_all = train
     n = len(x_all)
@@ -105,11 +90,11 @@ def fit_in_memory(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
         raise MarsamError("the training set is empty; label some images first")
     with torch_threads(config.threads or default_threads()) as threads:
         return _fit(model, x_all, y_all, val, config, out_dir, label_spec, normalization,
-                    dict(info, torch_threads=threads), kind, progress, should_stop, show_progress)
+                    dict(info, torch_threads=threads), kind, progress, should_stop, show_progress, plot)
 
 
 def _fit(model, x_all, y_all, val, config, out_dir, label_spec, normalization, info, kind,
-         progress, should_stop, show_progress) -> TrainResult:
+         progress, should_stop, show_progress, plot) -> TrainResult:
     device = pick_device(config.device)
     seed_everything(config.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -215,11 +200,24 @@ def _fit(model, x_all, y_all, val, config, out_dir, label_spec, normalization, i
     if stopped == "completed" and len(history) < config.epochs:
         stopped = "cancelled"
     return _finish(model, best_state, history, best_epoch, stopped, config, out_dir, label_spec, normalization,
-                   info, kind, n, len(val[0]) if val is not None else 0, device)
+                   info, kind, n, len(val[0]) if val is not None else 0, device, plot)
+
+
+def _write_csv(out_dir: Path, history: list[dict]) -> None:
+    import csv
+    from segmodels.atomic import atomic_path
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    with atomic_path(out_dir / "history.csv") as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(history)
 
 
 def _finish(model, best_state, history, best_epoch, stopped, config, out_dir, label_spec, normalization,
-            info, kind, n_train, n_val, device) -> TrainResult:
+            info, kind, n_train, n_val, device, plot) -> TrainResult:
     """Everything written once: last and best checkpoints, history CSV and plot, summary."""
     best_path, last_path = out_dir / "best.safetensors", out_dir / "last.safetensors"
     best_row = next((r for r in history if r["epoch"] == best_epoch), {})
@@ -238,7 +236,10 @@ def _finish(model, best_state, history, best_epoch, stopped, config, out_dir, la
         model.load_state_dict(current)
     else:
         best_path.write_bytes(last_path.read_bytes())
-    write_history(out_dir, history)
+    if plot:
+        write_history(out_dir, history)      # CSV and curves.png
+    elif history:
+        _write_csv(out_dir, history)
     summary = {"kind": kind, "stopped": stopped, "epochs_run": len(history), "best_epoch": best_epoch,
                "best_val_miou": best_row.get("val_miou"), "train_images": n_train, "val_images": n_val,
                "world_size": 1, "device": str(device), "rank_weight_digests": [weight_digest(model)],

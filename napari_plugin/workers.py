@@ -18,6 +18,14 @@ import numpy as np
 from .notify import report
 
 
+def gui_friendly_threads():
+    """Torch on all cores but one while a worker computes (``segmodels.device``): the Qt thread
+    keeps a core, instead of waiting behind torch's intra-op threads (measured in
+    benchmarks/bench_napari_loop.py)."""
+    from segmodels.device import default_threads, torch_threads
+    return torch_threads(default_threads())
+
+
 class EngineRunner:
     """One prompt engine, its lock and the token of the image it holds."""
 
@@ -38,12 +46,12 @@ class EngineRunner:
 
     def set_image(self, token, image: np.ndarray) -> object:
         """The slow step for SAM (embedding, read from annotate's cache when it is there)."""
-        with self._lock:
+        with self._lock, gui_friendly_threads():
             self._ensure_image(token, image)
         return token
 
     def segment(self, token, image: np.ndarray, prompts: list) -> list[np.ndarray]:
-        with self._lock:
+        with self._lock, gui_friendly_threads():
             self._ensure_image(token, image)
             from annotate.engines import segment_windows
             return segment_windows(self.engine, prompts)     # windows, not full-image masks
@@ -52,7 +60,7 @@ class EngineRunner:
         """``fn(*args)`` while holding the engine's lock, so the SAM model is never run by two
         threads at once: a background prefetch running the encoder beside a foreground embedding
         hung the whole napari process in testing."""
-        with self._lock:
+        with self._lock, gui_friendly_threads():
             return fn(*args)
 
 

@@ -1,5 +1,9 @@
-"""Device choice shared by every package: cuda, then mps, then cpu, unless the user says."""
+"""Device choice shared by every package: cuda, then mps, then cpu, unless the user says; and
+how many CPU threads torch may use on a shared machine."""
 from __future__ import annotations
+
+import contextlib
+import os
 
 import torch
 
@@ -48,3 +52,24 @@ def machine_info(device: torch.device | str | None = None) -> dict:
     if hasattr(os, "getloadavg"):
         info["load_average_1_5_15"] = [round(v, 2) for v in os.getloadavg()]
     return info
+
+
+def default_threads() -> int:
+    """Torch threads for long work beside a GUI or other jobs: all cores but one, at least one.
+    On a 2-core laptop that is 1: torch's intra-op threads otherwise take both cores (and spin
+    while they wait), and napari's Qt thread waits for a core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(torch.get_num_threads(), cores - 1))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """``torch.set_num_threads(n)`` for the block (None: unchanged), the previous value restored.
+    The setting is process-wide, so it also applies to torch calls of other threads meanwhile."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)

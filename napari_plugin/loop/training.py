@@ -68,5 +68,6 @@ def train_session_decoder(session, sam_model, cache=None, epochs: int = DECODER_
     config = decoder_config(epochs, data=str(session.folder), **settings)
     out = out_dir or run_dir(Path(session.folder))
     job.message = f"SAM embeddings of {len(data)} images"
+    # no curves plot: matplotlib would hold the GIL (a GUI stall) while it renders; the CSV is written
     return train_decoder(config, out, sam_model, progress=job.training_progress, should_stop=job.should_stop,
-                         train_data=data, cache=cache)
+                         train_data=data, cache=cache, plot=False)

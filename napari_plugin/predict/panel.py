@@ -20,7 +20,8 @@ _CANCELLED = object()
 
 def _run_job(fn: Callable, job: Job, args: tuple):
     try:
-        return fn(*args, job=job)
+        with workers.gui_friendly_threads():
+            return fn(*args, job=job)
     except JobCancelled:
         return _CANCELLED
 

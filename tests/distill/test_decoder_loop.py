@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from distill.config import TrainConfig
-from distill.decoder_loop import default_threads, fit_in_memory, stack_samples, torch_threads
+from distill.decoder_loop import default_threads, fit_in_memory, stack_samples, torch_threads  # re-exported from segmodels.device
 from distill.teacher import SupervisedTask
 from distill.train_loop import fit
 from segmodels import MarsamError, load_checkpoint
@@ -84,6 +84,9 @@ def test_files_are_written_once_at_the_end_and_progress_is_reported(tmp_path):
     for name in ("best.safetensors", "last.safetensors", "history.csv", "curves.png", "summary.json", "config.yaml"):
         assert (tmp_path / name).is_file(), name
     assert not (tmp_path / "resume.safetensors").exists()
+    quiet = fit_in_memory(_model(), (x, y), None, _config(epochs=2), tmp_path / "q", AI4MARS, NORM, {}, plot=False)
+    assert (tmp_path / "q" / "history.csv").is_file() and not (tmp_path / "q" / "curves.png").exists()
+    assert quiet.epochs_run == 2
     assert r.history[-1]["train_loss"] < r.history[0]["train_loss"]
     ck = load_checkpoint(r.best)
     assert ck.model_name == "sam_decoder" and ck.training["extra"] == 1 and ck.training["epoch"] == 4
