@@ -1,4 +1,4 @@
-"""Shared fixtures: the real data in ../shared/data and small helpers.
+"""Shared fixtures: the real data in ../shared/data, the tiny random-weight SAM and small helpers.
 
 Tests that need the shared data skip with a reason when it is absent (in CI it is present).
 """
@@ -34,6 +34,14 @@ def ai4mars_dir(shared_data) -> Path:
 @pytest.fixture(scope="session")
 def hirise_dir(shared_data) -> Path:
     return _need(shared_data / "hirise-pits")
+
+
+@pytest.fixture(scope="session")
+def tiny_sam():
+    """A random-weight SAM built from segment-anything's own modules (small ViT): every SAM test
+    runs the real code path on it, never a mock."""
+    from annotate.sam_loading import build_tiny_sam
+    return build_tiny_sam(seed=0)
 
 
 @pytest.fixture(autouse=True)

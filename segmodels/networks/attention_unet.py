@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import SegmentationNet
-from .blocks import DoubleConv, Down, upsample_to
+from .blocks import DoubleConv, upsample_to
 from .registry import register_model
+from .unet import UNet
 
 
 class AttentionGate(nn.Module):
@@ -46,46 +46,23 @@ class AttentionUp(nn.Module):
 
 
 @register_model("attention_unet")
-class AttentionUNet(SegmentationNet):
-    """U-Net with an additive attention gate on every skip connection.
+class AttentionUNet(UNet):
+    """U-Net with an additive attention gate on every skip connection (the U-Net's topology,
+    :class:`AttentionUp` as its decoder block).
 
-    ``base=64`` (about 35M parameters) follows the notebook's teacher. Dropout on the deep
+    ``base=64`` (about 13.7M parameters) follows the notebook's teacher. Dropout on the deep
     blocks regularises it and is what MC-dropout uncertainty samples.
     """
 
-    size_multiple = 16
-    default_cam_layer = "up4"
+    up_block = AttentionUp
 
     def __init__(self, in_channels: int = 1, num_classes: int = 4, base: int = 64,
                  dropout: float = 0.1, aleatoric: bool = False):
-        b = int(base)
-        super().__init__(in_channels, num_classes, b, aleatoric)
-        self._config = dict(in_channels=in_channels, num_classes=num_classes, base=base,
-                            dropout=dropout, aleatoric=aleatoric)
-        self.inc = DoubleConv(in_channels, b)
-        self.down1 = Down(b, 2 * b)
-        self.down2 = Down(2 * b, 4 * b)
-        self.down3 = Down(4 * b, 8 * b, dropout=dropout)
-        self.down4 = Down(8 * b, 8 * b, dropout=dropout)
-        self.up1 = AttentionUp(8 * b, 8 * b, 4 * b, dropout=dropout)
-        self.up2 = AttentionUp(4 * b, 4 * b, 2 * b)
-        self.up3 = AttentionUp(2 * b, 2 * b, b)
-        self.up4 = AttentionUp(b, b, b)
+        super().__init__(in_channels, num_classes, base, dropout, aleatoric)
 
     @property
     def gates(self) -> list[AttentionGate]:
         return [self.up1.gate, self.up2.gate, self.up3.gate, self.up4.gate]
-
-    def decode(self, x: torch.Tensor) -> torch.Tensor:
-        x1 = self.inc(x)
-        x2 = self.down1(x1)
-        x3 = self.down2(x2)
-        x4 = self.down3(x3)
-        x5 = self.down4(x4)
-        y = self.up1(x5, x4)
-        y = self.up2(y, x3)
-        y = self.up3(y, x2)
-        return self.up4(y, x1)
 
     def attention_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Logits and the four gate maps (N x 1 x h_i x w_i, deepest first, before upsampling)."""

@@ -10,6 +10,8 @@ exporters see a plain function, and ``forward_aleatoric`` returns both.
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -19,6 +21,10 @@ from ..normalization import IMAGE, Normalization
 
 
 class SegmentationNet(nn.Module):
+    """Constructor arguments are recorded once, here, as segmentation_models.pytorch's hub mixin
+    does: ``config()`` returns the arguments of the subclass's ``__init__`` (defaults filled in),
+    so a checkpoint can rebuild the network and no subclass writes its own dict."""
+
     #: name in the registry, set by ``register_model``
     model_name: str = ""
     #: spatial sizes must be divisible by this; others are padded and cropped back
@@ -27,6 +33,18 @@ class SegmentationNet(nn.Module):
     default_cam_layer: str = ""
     #: what the network reads: the image (``IMAGE``) or SAM image embeddings (``SAM_EMBEDDING``)
     input_kind: str = IMAGE
+
+    def __new__(cls, *args, **kwargs):
+        self = super().__new__(cls)
+        try:
+            bound = inspect.signature(cls.__init__).bind(None, *args, **kwargs)
+        except TypeError:   # copy / unpickling calls __new__ bare; __init__ reports real mistakes
+            return self
+        bound.apply_defaults()
+        config = dict(list(bound.arguments.items())[1:])   # without self
+        config.update(config.pop("kwargs", {}))
+        object.__setattr__(self, "_config", config)
+        return self
 
     def __init__(self, in_channels: int, num_classes: int, feature_channels: int,
                  aleatoric: bool = False):
@@ -96,4 +114,4 @@ class SegmentationNet(nn.Module):
 
     def config(self) -> dict:
         """Constructor arguments that rebuild this network (stored in checkpoints)."""
-        return dict(self._config)
+        return dict(self.__dict__.get("_config", {}))

@@ -46,8 +46,6 @@ class SamDomainDecoder(SegmentationNet):
                  refine: bool = False, aleatoric: bool = False):
         w = int(width)
         super().__init__(embed_channels, num_classes, w // 4, aleatoric)
-        self._config = dict(num_classes=num_classes, embed_channels=embed_channels, width=width,
-                            out_size=out_size, dropout=dropout, refine=refine, aleatoric=aleatoric)
         self.out_size = int(out_size)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.stage1 = _stage(embed_channels, w, refine)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from .base import SegmentationNet
 from .blocks import DoubleConv, Down, Up
@@ -19,22 +20,22 @@ class UNet(SegmentationNet):
 
     size_multiple = 16
     default_cam_layer = "up4"
+    #: the decoder block; the Attention U-Net swaps in one with an attention gate on the skip
+    up_block: type[nn.Module] = Up
 
     def __init__(self, in_channels: int = 1, num_classes: int = 4, base: int = 16,
                  dropout: float = 0.0, aleatoric: bool = False):
         b = int(base)
         super().__init__(in_channels, num_classes, b, aleatoric)
-        self._config = dict(in_channels=in_channels, num_classes=num_classes, base=base,
-                            dropout=dropout, aleatoric=aleatoric)
         self.inc = DoubleConv(in_channels, b)
         self.down1 = Down(b, 2 * b)
         self.down2 = Down(2 * b, 4 * b)
         self.down3 = Down(4 * b, 8 * b, dropout=dropout)
         self.down4 = Down(8 * b, 8 * b, dropout=dropout)  # bilinear: bottleneck keeps 8b
-        self.up1 = Up(8 * b, 8 * b, 4 * b, dropout=dropout)
-        self.up2 = Up(4 * b, 4 * b, 2 * b)
-        self.up3 = Up(2 * b, 2 * b, b)
-        self.up4 = Up(b, b, b)
+        self.up1 = self.up_block(8 * b, 8 * b, 4 * b, dropout=dropout)
+        self.up2 = self.up_block(4 * b, 4 * b, 2 * b)
+        self.up3 = self.up_block(2 * b, 2 * b, b)
+        self.up4 = self.up_block(b, b, b)
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.inc(x)

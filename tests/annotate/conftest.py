@@ -1,14 +1,8 @@
-"""Fixtures for annotate tests: a tiny random-weight SAM (real segment-anything modules) and images."""
+"""Fixtures for annotate tests: images (the tiny random-weight SAM is in tests/conftest.py)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-
-@pytest.fixture(scope="session")
-def tiny_sam():
-    from annotate.sam_loading import build_tiny_sam
-    return build_tiny_sam(seed=0)
 
 
 @pytest.fixture

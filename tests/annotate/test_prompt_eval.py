@@ -194,12 +194,6 @@ def test_grabcut_box_baseline_segments_a_clear_object_and_skips_a_corrupt_image(
         evaluate_prompts(find_samples(data, "val"), sam_model=None, modes=("box", "point"))
 
 
-@pytest.fixture(scope="module")
-def tiny_sam():
-    from annotate.sam_loading import build_tiny_sam
-    return build_tiny_sam(seed=0)
-
-
 def test_point_masks_match_segment_anything_predictor(tiny_sam):
     """Our point decoding on a cached embedding equals SamPredictor.predict on the image itself."""
     from segment_anything import SamPredictor

@@ -40,6 +40,7 @@ def _check_report(out, numbers):
     return doc
 
 
+@pytest.mark.slow
 def test_demo_end_to_end_grabcut(tmp_path, monkeypatch):
     monkeypatch.delenv("MARSAM_SAM_CHECKPOINT", raising=False)
     out = tmp_path / "demo"
@@ -64,11 +65,11 @@ def test_overwrite_replaces_a_previous_demo_whole(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [MARKER]
 
 
-def test_demo_with_tiny_sam_trains_the_decoder(tmp_path):
-    from annotate.sam_loading import build_tiny_sam
+@pytest.mark.slow
+def test_demo_with_tiny_sam_trains_the_decoder(tmp_path, tiny_sam):
     out = tmp_path / "demo-sam"
     numbers = run_demo(out, settings=tiny(n_train=2, n_val=1, label_efficiency_ns=(), grid_images=1),
-                       sam_model=build_tiny_sam(), progress=False)
+                       sam_model=tiny_sam, progress=False)
     assert numbers["engine"] == "sam" and numbers["decoder_miou"] is not None
     assert "decoder" in numbers["models"]
     assert (out / "models" / "decoder" / "best.safetensors").is_file()

@@ -11,9 +11,3 @@ from distill_testdata import write_folder
 @pytest.fixture
 def folder_data(tmp_path) -> Path:
     return write_folder(tmp_path / "data")
-
-
-@pytest.fixture(scope="session")
-def tiny_sam():
-    from annotate.sam_loading import build_tiny_sam
-    return build_tiny_sam(seed=0)

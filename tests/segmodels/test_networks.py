@@ -208,3 +208,17 @@ def test_safetensors_whose_header_length_starts_with_0x80_is_not_taken_for_a_pic
             break
     assert path.read_bytes()[0] == 0x80
     assert load_checkpoint(path).model_name == "unet"
+
+
+def test_constructor_arguments_are_recorded_once_by_the_base():
+    """Like smp's hub mixin: no network writes its own config dict; copies keep it."""
+    import copy
+    import inspect
+
+    from segmodels.networks import AttentionUNet, SamDomainDecoder, UNet
+    m = build_model("attention_unet", base=4, num_classes=2)
+    assert m.config() == {"in_channels": 1, "num_classes": 2, "base": 4, "dropout": 0.1, "aleatoric": False}
+    assert copy.deepcopy(m).config() == m.config()
+    assert build_model("sam_decoder", width=8).config()["width"] == 8
+    for cls in (UNet, AttentionUNet, SamDomainDecoder):
+        assert "_config" not in inspect.getsource(cls)
