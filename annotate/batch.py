@@ -94,13 +94,19 @@ def shard(items: Sequence, rank: int | None = None, world_size: int | None = Non
     return list(items)[rank::world_size]
 
 
-def embed_paths(model: SamModel, paths: Sequence[Path], cache: EmbeddingCache, batch_size: int = 4,
+def default_embed_batch(model: SamModel) -> int:
+    """Tiles per encoder call: 4 on a GPU; 1 on a CPU, where a batch buys little speed and each
+    tile's global attention costs about 1.6 GB (vit_b) during the call."""
+    return 1 if str(model.device).startswith("cpu") else 4
+
+
+def embed_paths(model: SamModel, paths: Sequence[Path], cache: EmbeddingCache, batch_size: int | None = None,
                 progress: bool = True) -> BatchSummary:
-    """Fill the embedding cache for ``paths``, ``batch_size`` images (their tiles) per encoder call."""
+    """Fill the embedding cache for ``paths``, ``batch_size`` images (their tiles streamed) per encoder call."""
     from tqdm import tqdm
     t0 = time.perf_counter()
     s = BatchSummary()
-    batch_size = max(1, int(batch_size))
+    batch_size = max(1, int(batch_size if batch_size is not None else default_embed_batch(model)))
     with tqdm(total=len(paths), desc=f"embed ({model.model_type})", unit="img", disable=not progress) as bar:
         for start in range(0, len(paths), batch_size):
             images, names, hits = [], [], 0
@@ -117,7 +123,7 @@ def embed_paths(model: SamModel, paths: Sequence[Path], cache: EmbeddingCache, b
                 images.append(img)
             if images:
                 try:
-                    embed_images(model, images, cache, batch_size=batch_size)
+                    embed_images(model, images, cache, batch_size=batch_size, keep=False)
                     s.done += len(images) - hits
                     s.skipped += hits
                 except Exception as e:  # e.g. out of memory on one huge image: report, go on

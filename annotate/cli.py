@@ -106,7 +106,8 @@ def register(sub) -> None:
                                    "mixed precision on GPU). Under torchrun each rank embeds its share.")
     p.add_argument("--images", required=True, help="folder of images")
     _add_model_args(p)
-    p.add_argument("--batch-size", type=int, default=4, help="tiles per encoder call (default 4)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="tiles per encoder call (default 4 on a GPU, 1 on a CPU)")
     p.add_argument("--cache-dir", default=None, help="embedding cache (default $MARSAM_CACHE_DIR/embeddings)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_embed)

@@ -35,7 +35,7 @@ import torch
 
 from segmodels.atomic import atomic_path
 from segmodels.device import autocast
-from segmodels.images import to_rgb_uint8
+from segmodels.images import check_image, to_rgb_uint8
 
 from .sam_loading import SamModel, cache_root
 
@@ -112,7 +112,7 @@ def image_key(image: np.ndarray, model_type: str, checkpoint_id: str) -> str:
     arr = np.ascontiguousarray(image)
     h = hashlib.sha256()
     h.update(f"{arr.shape}|{arr.dtype.str}|".encode())
-    h.update(arr.tobytes())
+    h.update(memoryview(arr).cast("B"))  # the bytes in place: no copy of a large image
     h.update(f"|{model_type}|{checkpoint_id}|tile{TILE_SIZE}-{TILE_OVERLAP}|v{_FORMAT}".encode())
     return h.hexdigest()
 
@@ -187,46 +187,83 @@ def _prepare_tile(model: SamModel, rgb: np.ndarray) -> tuple[torch.Tensor, tuple
 
 
 @torch.no_grad()
-def _encode(model: SamModel, batch: list[torch.Tensor], mixed_precision: bool) -> torch.Tensor:
+def _encode(model: SamModel, batch: list[torch.Tensor], mixed_precision: bool, as_float: bool = True) -> torch.Tensor:
     with autocast(model.device, enabled=mixed_precision):
         out = model.sam.image_encoder(torch.stack(batch))
     # Round through the storage dtype so a fresh result equals a later cache hit exactly.
-    return out.to(STORE_DTYPE).float().cpu()
+    out = out.to(STORE_DTYPE).cpu()
+    return out.float() if as_float else out
+
+
+def _tile_rgb(image: np.ndarray, full_rgb: np.ndarray | None, x: int, y: int, tw: int, th: int) -> np.ndarray:
+    """RGB uint8 pixels of one tile; an 8-bit image is converted per tile (no full RGB copy)."""
+    if full_rgb is not None:
+        return np.ascontiguousarray(full_rgb[y:y + th, x:x + tw])
+    return to_rgb_uint8(image[y:y + th, x:x + tw])
 
 
 def embed_images(model: SamModel, images: Sequence[np.ndarray], cache: EmbeddingCache | None = None,
-                 batch_size: int = 4, mixed_precision: bool = True) -> list[ImageEmbedding]:
+                 batch_size: int = 4, mixed_precision: bool = True, keep: bool = True) -> list[ImageEmbedding | None]:
     """Embeddings of several images; cached ones are read, the rest encoded ``batch_size`` tiles at a time.
 
-    Mixed precision applies on CUDA only (see segmodels.device.autocast); on CPU this is fp32.
+    Tiles are streamed: each is cut and prepared just before its encoder call, so memory holds
+    the images, ``batch_size`` prepared tiles (12 MiB each) and the finished embeddings (2 MiB
+    per tile in float16 until an image is complete), never all tiles of a large image prepared
+    at once. ``keep=False`` (filling the cache only) drops each embedding once stored and
+    returns None for it. Mixed precision applies on CUDA only (see segmodels.device.autocast);
+    on CPU this is fp32.
     """
+    batch_size = max(1, int(batch_size))
     results: list[ImageEmbedding | None] = [None] * len(images)
-    pending: list[tuple[int, int, torch.Tensor]] = []    # (image index, tile index, prepared tile)
     partial: dict[int, ImageEmbedding] = {}
-    for i, image in enumerate(images):
-        key = image_key(image, model.model_type, model.checkpoint_id)
-        hit = cache.get(key) if cache is not None else None
-        if hit is not None:
-            results[i] = hit
-            continue
-        rgb = to_rgb_uint8(image)
-        h, w = rgb.shape[:2]
-        tiles = []
-        for j, (x, y, tw, th) in enumerate(tile_grid(h, w)):
-            prepared, input_size = _prepare_tile(model, np.ascontiguousarray(rgb[y:y + th, x:x + tw]))
-            tiles.append(EmbeddingTile(embedding=None, input_size=input_size, original_size=(th, tw), offset=(x, y)))
-            pending.append((i, j, prepared))
-        partial[i] = ImageEmbedding(tiles=tiles, image_size=(h, w), model_type=model.model_type,
-                                    checkpoint_id=model.checkpoint_id, key=key)
-    for start in range(0, len(pending), max(1, batch_size)):
-        chunk = pending[start:start + max(1, batch_size)]
-        out = _encode(model, [p for _, _, p in chunk], mixed_precision)
-        for (i, j, _), emb in zip(chunk, out):
-            partial[i].tiles[j].embedding = emb[None]
-    for i, emb in partial.items():
+    remaining: dict[int, int] = {}
+
+    def finish(i: int) -> None:
+        emb = partial.pop(i)
         if cache is not None:
             cache.put(emb)
-        results[i] = emb
+        if keep:
+            for t in emb.tiles:
+                t.embedding = t.embedding.float()
+            results[i] = emb
+
+    def pending():
+        for i, image in enumerate(images):
+            key = image_key(image, model.model_type, model.checkpoint_id)
+            hit = cache.get(key) if cache is not None else None
+            if hit is not None:
+                results[i] = hit if keep else None
+                continue
+            arr = check_image(image)
+            full_rgb = None if arr.dtype == np.uint8 else to_rgb_uint8(arr)
+            h, w = arr.shape[:2]
+            grid = tile_grid(h, w)
+            partial[i] = ImageEmbedding(tiles=[EmbeddingTile(embedding=None, input_size=(0, 0), original_size=(th, tw),
+                                                             offset=(x, y)) for x, y, tw, th in grid],
+                                        image_size=(h, w), model_type=model.model_type,
+                                        checkpoint_id=model.checkpoint_id, key=key)
+            remaining[i] = len(grid)
+            for j, (x, y, tw, th) in enumerate(grid):
+                yield i, j, _tile_rgb(arr, full_rgb, x, y, tw, th)
+
+    def encode(chunk) -> None:
+        prepared = [_prepare_tile(model, rgb) for _, _, rgb in chunk]
+        out = _encode(model, [p for p, _ in prepared], mixed_precision, as_float=False)
+        for (i, j, _), (_, input_size), emb in zip(chunk, prepared, out):
+            tile = partial[i].tiles[j]
+            tile.embedding, tile.input_size = emb[None].clone(), input_size
+            remaining[i] -= 1
+            if remaining[i] == 0:
+                finish(i)
+
+    chunk = []
+    for item in pending():
+        chunk.append(item)
+        if len(chunk) == batch_size:
+            encode(chunk)
+            chunk = []
+    if chunk:
+        encode(chunk)
     return results
 
 

@@ -2,8 +2,10 @@
 
 The HiRISE ``valid`` images are labelled with GrabCut into a session by one uninterrupted
 ``marsam annotate`` process (the reference). Then another session is labelled by processes that
-are each killed with SIGKILL at a random moment (uniform over the reference's wall time, so
-kills land in start-up, mid-image and mid-write alike), and finally by one run to the end.
+are each killed with SIGKILL at a random moment, and finally by one run to the end. Each killed
+run is let label a random number of further images (at least one, so the kills spread over the
+whole batch) and is then killed after a random delay of up to one image's labelling time (from
+the reference run), so kills land mid-image and mid-write at random.
 After every kill the session must open (session.json never half-written) and every image it
 calls done must have a readable label map; at the end every label map must equal the
 reference's pixel for pixel, and the prompts must be the same.
@@ -72,23 +74,38 @@ def _check_state(out: Path) -> int:
 
 def kill_and_resume(images: Path, labels: Path, work: Path, kills: int, seed: int = 0) -> dict:
     from annotate.session import Session
-    t0 = time.perf_counter()
-    ref = _annotate(images, labels, work / "reference")
-    _, err = ref.communicate()
-    assert ref.returncode == 0, err.decode()
-    t_ref = time.perf_counter() - t0
+    def timed_run(out: Path) -> float:
+        t0 = time.perf_counter()
+        proc = _annotate(images, labels, out)
+        _, err = proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        return time.perf_counter() - t0
+    t_ref = timed_run(work / "reference")
+    t_start = timed_run(work / "reference")          # everything done: start-up, box reading, skipping
+    n = len(list((work / "reference" / "labels").glob("*.png")))
+    per_image = max(t_ref - t_start, 1.0) / max(n, 1)
     rng = random.Random(seed)
     out = work / "killed"
     moments, done_after = [], []
-    for _ in range(kills):
-        at = rng.uniform(0.0, t_ref)
+
+    def labelled() -> int:
+        return len(list((out / "labels").glob("*.png"))) if (out / "labels").is_dir() else 0
+    for k in range(kills):
+        before = labelled()
+        remaining_kills = kills - k
+        # a share of what is left, so the kills spread over the whole batch
+        step = max(1, round(rng.uniform(0.5, 1.5) * (n - before) / (remaining_kills + 1)))
+        target = min(before + step, n - 1)
+        delay = rng.uniform(0.0, per_image)
+        t0 = time.perf_counter()
         proc = _annotate(images, labels, out)
-        try:
-            proc.wait(timeout=at)
-        except subprocess.TimeoutExpired:
+        while proc.poll() is None and labelled() < target:
+            time.sleep(0.02)
+        time.sleep(delay)
+        if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
-            proc.wait()
-        moments.append(round(at, 2))
+        proc.wait()
+        moments.append(round(time.perf_counter() - t0, 2))
         done_after.append(_check_state(out))
     last = _annotate(images, labels, out)
     _, err = last.communicate()
@@ -107,7 +124,9 @@ def kill_and_resume(images: Path, labels: Path, work: Path, kills: int, seed: in
             differing.append(p.name)
     return {"images": len(a.image_paths), "labelled_compared": compared, "kills": kills,
             "kill_moments_s": moments, "done_after_each_kill": done_after,
-            "reference_wall_s": round(t_ref, 1), "differing_label_maps": differing}
+            "kills_mid_batch": sum(0 < d < len(a.image_paths) for d in done_after),
+            "reference_wall_s": round(t_ref, 1), "startup_wall_s": round(t_start, 1),
+            "differing_label_maps": differing}
 
 
 def main() -> None:

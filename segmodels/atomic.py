@@ -85,9 +85,11 @@ def atomic_write_png(path: str | os.PathLike, array: np.ndarray) -> None:
 
 
 def atomic_write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(array), allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
+    """A .npy file written straight to the temporary file (no in-memory copy of a large array)."""
+    array = np.asarray(array)
+    with atomic_path(path, nbytes=array.nbytes) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array, allow_pickle=False)
 
 
 def remove_stale_temporaries(folders, min_age_s: float = 600.0) -> int:

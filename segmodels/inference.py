@@ -65,7 +65,10 @@ def predict(model, image: np.ndarray, normalization: Normalization | dict | None
     p = load_predictor(model, normalization=normalization)
     probs = p.probabilities(image, tile=tile, overlap=overlap, batch_size=batch_size, device=device)
     probs = np.ascontiguousarray(probs, dtype=np.float32)
-    return Prediction(probs=probs, labels=probs.argmax(axis=0).astype(np.uint8))
+    labels = np.empty(probs.shape[1:], np.uint8)
+    for r in range(0, labels.shape[0], 256):  # in row blocks: argmax's int64 result of a block only
+        labels[r:r + 256] = probs[:, r:r + 256].argmax(axis=0)
+    return Prediction(probs=probs, labels=labels)
 
 
 @torch.no_grad()
@@ -149,4 +152,5 @@ def tiled_probs(net, x: torch.Tensor, tile: int, overlap: int, dev: torch.device
         for (y, xx), pt in zip(chunk, p):
             acc[:, y:y + th, xx:xx + tw] += pt * win
             weight[y:y + th, xx:xx + tw] += win
-    return acc / weight
+    acc /= weight   # in place: a second K x H x W array would double the peak
+    return acc

@@ -70,9 +70,20 @@ def _dominant_class(ck, img, device) -> int:
     return int(np.bincount(labels.ravel()).argmax())
 
 
+#: methods that run the network on the whole image at once (gradients, perturbations, dropout
+#: passes) are refused beyond this many pixels; entropy is tiled and takes any size marsam reads
+MAX_WHOLE_IMAGE_PIXELS = 1024 * 1024
+
+
 def explain_image(ck, img: np.ndarray, method: str, cls, args, device):
     """The Explanation of one image with one method, options taken from ``args``."""
     from . import attention_maps, entropy_map, gradcam, integrated_gradients, lime, mc_dropout_map
+
+    h, w = np.shape(img)[:2]
+    if method != "entropy" and h * w > MAX_WHOLE_IMAGE_PIXELS:
+        raise MarsamError(f"the image is {w}x{h} pixels; --method {method} runs the model on the whole image at "
+                          f"once and is bounded to {MAX_WHOLE_IMAGE_PIXELS / 1e6:.1f} Mpx (1024 x 1024) to stay "
+                          "within a laptop's memory: crop the region of interest, or use --method entropy (tiled)")
 
     if method in CLASS_METHODS and cls is None:
         cls = _dominant_class(ck, img, device)

@@ -15,13 +15,20 @@ import os
 import numpy as np
 
 from ..atomic import atomic_write_bytes
-from ..images import to_gray_float, to_unit_float
+from ..images import to_gray_float, to_rgb_uint8
 
 SIGNED_CMAP = "RdBu_r"
 POSITIVE_CMAP = "inferno"
 
 
+#: figures are drawn at most this many pixels on a side (a 990 px wide figure shows no more)
+DISPLAY_SIDE = 1024
+_SAMPLE = 1 << 22   # colour limits from at most ~4 M pixels (an even stride; exact for smaller maps)
+
+
 def _limits(m: np.ndarray, signed: bool) -> tuple[float, float]:
+    if m.size > _SAMPLE:
+        m = m.reshape(-1)[:: int(np.ceil(m.size / _SAMPLE))]
     finite = m[np.isfinite(m)]
     if finite.size == 0:
         return (-1.0, 1.0) if signed else (0.0, 1.0)
@@ -52,16 +59,45 @@ def colorize_map(m: np.ndarray, cmap: str | None = None, signed: bool | None = N
     return cm(np.clip((np.nan_to_num(m) - lo) / (hi - lo), 0.0, 1.0))
 
 
+def display_size(image: np.ndarray, m: np.ndarray, max_side: int = DISPLAY_SIDE) -> tuple[np.ndarray, np.ndarray]:
+    """Image and map shrunk (area averaging) so the longer side is at most ``max_side``; the map in float32."""
+    import cv2
+    m = np.asarray(m, np.float32)
+    h, w = m.shape
+    scale = max_side / max(h, w)
+    if scale >= 1.0:
+        return image, m
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    img = np.asarray(image)
+    if img.dtype == bool:
+        img = img.astype(np.uint8) * 255
+    if img.shape[:2] == (h, w):
+        img = cv2.resize(np.ascontiguousarray(img[:, :, :3] if img.ndim == 3 else img), size, interpolation=cv2.INTER_AREA)
+    return img, cv2.resize(np.nan_to_num(m), size, interpolation=cv2.INTER_AREA)
+
+
 def overlay_rgb(image: np.ndarray, m: np.ndarray, alpha: float = 0.5, cmap: str | None = None,
-                signed: bool | None = None) -> np.ndarray:
-    """H x W x 3 uint8: the image in grey blended with the coloured map."""
-    base = to_unit_float(image)
-    base = np.repeat(base[:, :, None], 3, axis=2) if base.ndim == 2 else base[:, :, :3]
-    if base.shape[:2] != np.shape(m):
-        base = np.repeat(to_gray_float(image)[:, :, None], 3, axis=2)
-    rgba = colorize_map(m, cmap, signed)
-    out = (1 - alpha) * base + alpha * rgba[:, :, :3]
-    return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)
+                signed: bool | None = None, limits: tuple[float, float] | None = None) -> np.ndarray:
+    """H x W x 3 uint8: the image in grey blended with the coloured map.
+
+    Built in row blocks of uint8 colours and float32 blends, so a full-resolution overlay of a
+    12000 x 12000 map costs its 432 MB of output, not gigabytes of float64 RGBA.
+    """
+    import matplotlib
+    m = np.asarray(m, np.float32)
+    signed = is_signed(m) if signed is None else signed
+    lo, hi = limits or _limits(m, signed)
+    cm = matplotlib.colormaps[cmap or (SIGNED_CMAP if signed else POSITIVE_CMAP)]
+    base = to_rgb_uint8(image) if np.shape(image)[:2] == m.shape else None
+    if base is None:
+        base = np.repeat(np.round(to_gray_float(image) * 255).astype(np.uint8)[:, :, None], 3, axis=2)
+    out = np.empty(m.shape + (3,), np.uint8)
+    for r in range(0, m.shape[0], 512):
+        rows = np.clip((np.nan_to_num(m[r:r + 512]) - lo) / (hi - lo), 0.0, 1.0)
+        rgb = cm(rows, bytes=True)[..., :3].astype(np.float32)
+        blend = (1 - alpha) * base[r:r + 512].astype(np.float32) + alpha * rgb
+        out[r:r + 512] = np.clip(np.round(blend), 0, 255).astype(np.uint8)
+    return out
 
 
 def save_overlay_png(path: str | os.PathLike, image: np.ndarray, m: np.ndarray, title: str = "",
@@ -76,14 +112,15 @@ def save_overlay_png(path: str | os.PathLike, image: np.ndarray, m: np.ndarray, 
 
     m = np.asarray(m, np.float32)
     signed = is_signed(m) if signed is None else signed
-    lo, hi = _limits(m, signed)
+    lo, hi = _limits(m, signed)            # from the full map, so colours mean the same at any size
     cm = cmap or (SIGNED_CMAP if signed else POSITIVE_CMAP)
+    image, m = display_size(image, m)      # drawn at display size: the figure shows no more pixels
     h, w = m.shape
     fig = Figure(figsize=(9.0, 4.6 * h / max(w, 1) + 0.6), dpi=110)
     ax1, ax2 = fig.subplots(1, 2)
     ax1.imshow(to_gray_float(image), cmap="gray", vmin=0, vmax=1)
     ax1.set_title("image", fontsize=9)
-    ax2.imshow(overlay_rgb(image, m, alpha, cm, signed))
+    ax2.imshow(overlay_rgb(image, m, alpha, cm, signed, limits=(lo, hi)))
     ax2.set_title(title, fontsize=9)
     for ax in (ax1, ax2):
         ax.set_axis_off()

@@ -15,8 +15,18 @@ def _as_tensor(probs: np.ndarray | torch.Tensor) -> torch.Tensor:
     return probs if isinstance(probs, torch.Tensor) else torch.from_numpy(np.asarray(probs, np.float32))
 
 
+def _by_rows(fn, probs: np.ndarray) -> np.ndarray:
+    """``fn`` over a K x H x W numpy array in blocks of rows: temporaries of a block, not of the image."""
+    out = np.empty(probs.shape[1:], np.float32)
+    for r in range(0, probs.shape[1], 256):
+        out[r:r + 256] = fn(probs[:, r:r + 256])
+    return out
+
+
 def predictive_entropy(probs: np.ndarray | torch.Tensor, dim: int = 0) -> np.ndarray | torch.Tensor:
     """-sum_k p_k log p_k over the class axis ``dim`` (K x H x W -> H x W by default)."""
+    if not isinstance(probs, torch.Tensor) and dim == 0 and np.ndim(probs) == 3 and np.shape(probs)[1] > 256:
+        return _by_rows(predictive_entropy, np.asarray(probs))
     t = _as_tensor(probs).float()
     ent = (-(t * torch.log(t.clamp_min(EPS))).sum(dim=dim)).clamp_min(0.0)
     return ent if isinstance(probs, torch.Tensor) else ent.numpy()
@@ -24,6 +34,8 @@ def predictive_entropy(probs: np.ndarray | torch.Tensor, dim: int = 0) -> np.nda
 
 def max_prob_uncertainty(probs: np.ndarray | torch.Tensor, dim: int = 0) -> np.ndarray | torch.Tensor:
     """1 - max_k p_k over the class axis ``dim``."""
+    if not isinstance(probs, torch.Tensor) and dim == 0 and np.ndim(probs) == 3 and np.shape(probs)[1] > 256:
+        return _by_rows(max_prob_uncertainty, np.asarray(probs))
     t = _as_tensor(probs).float()
     out = (1.0 - t.max(dim=dim).values).clamp_min(0.0)
     return out if isinstance(probs, torch.Tensor) else out.numpy()

@@ -21,4 +21,5 @@ def test_killed_and_resumed_equals_uninterrupted(hirise_dir, tmp_path):
     images, labels = subset(tmp_path, limit=6)
     result = kill_and_resume(images, labels, tmp_path, kills=3, seed=15)
     assert result["labelled_compared"] >= 5
+    assert result["kills_mid_batch"] >= 1, result     # at least one kill left the batch half done
     assert result["differing_label_maps"] == []
