@@ -6,8 +6,8 @@ machine pinned to two cores (``taskset -c 0,1``) next to the napari benchmark on
 1. Domain decoder, 100 epochs on 5 cached embeddings (random 256 x 64 x 64 embeddings and random
    4-class targets: the cost does not depend on their values), side by side in one run:
    today's in-memory loop (``distill.decoder_loop.fit_in_memory``, width 64, loss at 256 px of
-   SAM's 1024 frame) at each of ``--threads``; the loss at 128 and 512 px too (what the loss
-   resolution costs); and the pre-issue-16 path (``distill.train_loop.fit``: DataLoader, per-epoch
+   SAM's 1024 frame, channels-last) at each of ``--threads``; the loss at 128 and 512 px too (what
+   the loss resolution costs) and NCHW memory (what channels-last saves); and the pre-issue-16 path (``distill.train_loop.fit``: DataLoader, per-epoch
    checkpoints, CSV, plot and resume state) at width 128 for ``--old-epochs`` epochs, projected.
 2. Student prediction of a 1024 x 1024 image with labels, entropy and confidence: the old path
    (network as trained, three passes over the probabilities) against ``run_prediction``'s
@@ -46,20 +46,22 @@ def _data(n: int = 5, size: int = 256):
     return torch.randn(n, 256, 64, 64, generator=g), torch.randint(0, 4, (n, size, size), generator=g)
 
 
-def decoder_new(epochs: int, threads: int, out_size: int = 256, width: int = 64) -> dict:
+def decoder_new(epochs: int, threads: int, out_size: int = 256, width: int = 64, channels_last: bool = True) -> dict:
     from distill.config import TrainConfig
     from distill.decoder_loop import fit_in_memory
     from segmodels.labels import AI4MARS
     from segmodels.networks import build_model
     x, y = _data(size=out_size)
     cfg = TrainConfig(epochs=epochs, batch_size=4, threads=threads, val_split=None, device="cpu",
-                      decoder_width=width, decoder_out_size=out_size, early_stopping=0, resume=False).validate()
+                      decoder_width=width, decoder_out_size=out_size, early_stopping=0, resume=False,
+                      channels_last=channels_last).validate()
     torch.manual_seed(0)
     model = build_model("sam_decoder", num_classes=4, width=width, out_size=out_size)
     t0 = time.perf_counter()
     r = fit_in_memory(model, (x, y), None, cfg, tempfile.mkdtemp(prefix="bench-dec-"), AI4MARS, {}, {})
     wall = time.perf_counter() - t0
-    return {"loop": "in-memory", "width": width, "loss_px": out_size, "threads": threads, "epochs": r.epochs_run,
+    return {"loop": "in-memory", "width": width, "loss_px": out_size, "threads": threads,
+            "memory": "channels_last" if channels_last else "nchw", "epochs": r.epochs_run,
             "wall_s": round(wall, 2), "projected_100_epochs_s": round(wall / r.epochs_run * 100, 1)}
 
 
@@ -160,6 +162,9 @@ def main(argv=None) -> int:
         report["decoder"].append(decoder_new(max(1, args.epochs // 5), args.threads[0], out_size=size))
         print(json.dumps(report["decoder"][-1]), flush=True)
         write()
+    report["decoder"].append(decoder_new(max(1, args.epochs // 5), args.threads[0], channels_last=False))
+    print(json.dumps(report["decoder"][-1]), flush=True)
+    write()
     torch.set_num_threads(max(args.threads))
     if args.old_epochs:
         report["decoder"].append(decoder_old(args.old_epochs, None))

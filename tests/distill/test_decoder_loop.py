@@ -60,7 +60,7 @@ def test_in_memory_loop_trains_the_same_decoder_as_the_shared_loop(tmp_path):
     # one sample (no shuffling order can differ) and no dropout (the shared loop's DataLoader draws
     # from torch's global generator, which shifts the dropout masks; the arithmetic is the same)
     x, y = _data(n=1)
-    cfg = _config(batch_size=1)
+    cfg = _config(batch_size=1, channels_last=False)     # the shared loop uses channels-last on GPU only
     fast = fit_in_memory(_model(dropout=0.0), (x, y), None, cfg, tmp_path / "fast", AI4MARS, NORM, {})
     ds = _Listed(x, y)
     src = type("Src", (), {"label_spec": AI4MARS, "normalization": NORM})()
