@@ -11,6 +11,7 @@ engine's current image, so two of them must never interleave. It has no Qt in it
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable
 
 import numpy as np
@@ -33,6 +34,7 @@ class EngineRunner:
         self.engine = engine
         self._lock = threading.Lock()
         self._token: object = object()   # matches no image yet
+        self.last_segment_s = 0.0          # the engine's time for the last segment() call
 
     @property
     def name(self) -> str:
@@ -54,7 +56,10 @@ class EngineRunner:
         with self._lock, gui_friendly_threads():
             self._ensure_image(token, image)
             from annotate.engines import segment_windows
-            return segment_windows(self.engine, prompts)     # windows, not full-image masks
+            t0 = time.perf_counter()
+            masks = segment_windows(self.engine, prompts)    # windows, not full-image masks
+            self.last_segment_s = time.perf_counter() - t0
+            return masks
 
     def locked(self, fn: Callable, *args):
         """``fn(*args)`` while holding the engine's lock, so the SAM model is never run by two

@@ -9,6 +9,7 @@ Moving or resizing a box segments it again, deleting it removes its pixels, poin
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,7 @@ class AnnotatorWidget(AnnotatorControls):
         self._prefetches = 0
         self.autosaver = Autosaver(project.save_snapshot)   # session writes off the Qt thread
         self.paints = 0               # label maps shown so far (benchmarks wait on it)
+        self.last_paint_s = 0.0       # merge + layer update of the last one, on the Qt thread
         super().__init__()           # builds the controls (needs the attributes above)
         self._connect()
         bind_shortcuts(viewer, self)
@@ -377,11 +379,13 @@ class AnnotatorWidget(AnnotatorControls):
 
     def _paint(self) -> None:
         """Merge what changed and repaint only that region of the Labels layer; save in the background."""
+        t0 = time.perf_counter()
         label_map = self.controller.render()
         if label_map is None:
             return
         L.update_labels(self.labels_layer, label_map, self.controller.dirty)
         self.paints += 1
+        self.last_paint_s = time.perf_counter() - t0
         self.status.value = f"{short(self.state.image.name)}: {len(self.controller.boxes)} box(es), saved"
         self._autosave()
 
