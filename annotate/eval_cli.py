@@ -102,10 +102,12 @@ def register(sub) -> None:
     p.add_argument("--json", required=True, help="where to write the JSON report")
     p.set_defaults(func=_prompt_eval)
 
-    e = sub.add_parser("export", help="write a session's labels as PNG masks, COCO JSON (RLE) or a HF dataset")
+    e = sub.add_parser("export", help="write a session's labels as PNG masks, COCO JSON (RLE), a HF dataset "
+                                      "or polygons (GeoJSON / GeoPackage)")
     e.add_argument("--session", required=True, help="session folder (with session.json)")
-    e.add_argument("--format", choices=("png", "coco", "hf"), default="png",
+    e.add_argument("--format", choices=("png", "coco", "hf", "geojson", "gpkg"), default="png",
                    help="png: images/ + masks/ (AI4Mars layout); coco: annotations.json with RLE masks; "
-                        "hf: datasets.Dataset (image, label) saved with save_to_disk")
+                        "hf: datasets.Dataset (image, label) saved with save_to_disk; geojson/gpkg: one "
+                        "polygon per region with class and area (map units for GeoTIFFs; geo extra)")
     e.add_argument("--out", required=True, help="destination folder")
     e.set_defaults(func=_export)

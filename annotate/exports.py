@@ -13,6 +13,10 @@ Three consumers, three formats:
   :func:`rle_string_to_counts` implement pycocotools' ``rleToString``/``rleFrString``.
 - Hugging Face ``datasets``: ``image`` and ``label`` columns of ``datasets.Image`` features,
   written with ``save_to_disk`` (image bytes embedded, so the export survives moving it).
+- Polygons (``geojson`` / ``gpkg``, the ``geo`` extra): one file per image, one polygon per
+  connected region of a class with its class and area, for GIS tools. A georeferenced image
+  (a GeoTIFF) gives map coordinates and areas in map units, others pixel coordinates
+  (``segmodels.geo``, the same polygons ``marsam predict --vector`` writes).
 
 Only images with a saved label map are exported; an image whose file went missing or whose label
 map does not fit it is reported and skipped, never stopping the export.
@@ -38,7 +42,7 @@ from segmodels.labels import LabelSpec
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMATS = ("png", "coco", "hf")
+EXPORT_FORMATS = ("png", "coco", "hf", "geojson", "gpkg")
 COCO_FILE = "annotations.json"
 
 
@@ -336,11 +340,31 @@ def _replace_dir(new: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-_EXPORTERS = {"png": export_png, "coco": export_coco, "hf": export_hf}
+def _vector_exporter(fmt: str):
+    def export_vectors(session, out: str | os.PathLike, progress: bool = False) -> ExportReport:
+        """``out/<stem>.geojson|gpkg``: the regions of each labelled image as polygons (class, area)
+        + ``out/label_spec.json``; map coordinates for georeferenced images."""
+        from segmodels.geo import label_polygons, read_georef, require_rasterio, write_vectors
+        require_rasterio("exporting polygons")
+        out = _out_dir(out)
+        report = ExportReport(fmt, out)
+        for path, lm in _labelled_items(session, report, progress):
+            georef = read_georef(path)
+            feats = label_polygons(lm, session.label_spec, None, georef)
+            write_vectors(out / f"{path.stem}.{fmt}", feats, georef)
+            report.exported.append(path.name)
+        _check_some(report)
+        atomic_write_json(out / "label_spec.json", session.label_spec.to_dict())
+        return report
+    return export_vectors
+
+
+_EXPORTERS = {"png": export_png, "coco": export_coco, "hf": export_hf,
+              "geojson": _vector_exporter("geojson"), "gpkg": _vector_exporter("gpkg")}
 
 
 def export_session(session, out: str | os.PathLike, format: str = "png", progress: bool = False) -> ExportReport:
-    """Write a session's labels in ``format`` (png | coco | hf) to folder ``out``."""
+    """Write a session's labels in ``format`` (png | coco | hf | geojson | gpkg) to folder ``out``."""
     if format not in _EXPORTERS:
         raise MarsamError(f"unknown export format {format!r}; use one of {', '.join(EXPORT_FORMATS)}")
     return _EXPORTERS[format](session, out, progress=progress)

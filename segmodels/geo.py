@@ -37,13 +37,15 @@ def have_rasterio() -> bool:
     return True
 
 
-def _rasterio(what: str):
+def require_rasterio(what: str):
+    """rasterio, or a one-line error saying ``what`` needs the geo extra."""
     try:
         import rasterio
         import rasterio.features  # noqa: F401
     except ImportError:
         raise MarsamError(f"{what} needs rasterio; {INSTALL_HINT}") from None
     return rasterio
+
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def read_georef(path: str | os.PathLike) -> GeoRef | None:
 
 def read_raster(path: str | os.PathLike) -> np.ndarray:
     """Pixels of a raster GDAL reads (H x W or H x W x C, RGB order), for files OpenCV cannot read."""
-    rasterio = _rasterio(f"reading {path}")
+    rasterio = require_rasterio(f"reading {path}")
     try:
         with rasterio.open(path) as src:
             data = src.read()
@@ -110,7 +112,7 @@ def read_raster(path: str | os.PathLike) -> np.ndarray:
 def write_geotiff(path: str | os.PathLike, array: np.ndarray, georef: GeoRef | None,
                   nodata: float | None = None) -> Path:
     """Atomically write a 2-D array (or C x H x W) as a compressed, tiled GeoTIFF on ``georef``'s grid."""
-    rasterio = _rasterio("writing GeoTIFF rasters")
+    rasterio = require_rasterio("writing GeoTIFF rasters")
     arr = np.asarray(array)
     bands = arr[None] if arr.ndim == 2 else arr
     georef = georef or PIXEL_GRID
@@ -134,7 +136,7 @@ def label_polygons(labels: np.ndarray, spec: LabelSpec, confidence: np.ndarray |
     """One GeoJSON feature per 4-connected region of each class (255 / abstained pixels are no
     region). Properties: ``class``, ``class_id``, ``area`` (map units squared, or pixels when
     ``georef`` is None), ``pixels`` and ``mean_confidence`` (when ``confidence`` is given)."""
-    _rasterio("polygonising label maps")
+    require_rasterio("polygonising label maps")
     import cv2
     from rasterio.features import shapes
     labels = np.asarray(labels, np.uint8)

@@ -386,8 +386,8 @@ def predict_images(predictor, sources: list[str | os.PathLike], out: str | os.Pa
     out = Path(out)
     check_out_folder(out, [Path(s) for s in sources])
     if settings.vector:
-        from segmodels.geo import _rasterio
-        _rasterio("--vector")
+        from segmodels.geo import require_rasterio
+        require_rasterio("--vector")
     layout = Layout(out)
     report = PredictReport(out=out)
     stems = stems_for(paths)

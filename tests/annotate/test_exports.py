@@ -183,3 +183,32 @@ def test_nothing_exportable_is_an_error_not_an_empty_export(session, tmp_path):
         with pytest.raises(MarsamError, match="none of the session's labelled images"):
             export_session(session, tmp_path / fmt, fmt)
         assert not (tmp_path / fmt / COCO_FILE).exists()
+
+
+def test_polygon_export_of_a_session_in_pixels_and_on_a_geotiff(session, tmp_path):
+    pytest.importorskip("rasterio", reason="polygon export needs the geo extra (rasterio)")
+    report = export_session(session, tmp_path / "vec", "geojson")
+    assert sorted(report.exported) == ["img0.png", "img1.png"]
+    doc = json.loads((tmp_path / "vec" / "img0.geojson").read_text())
+    assert doc["units"] == "pixel"
+    by_class = {f["properties"]["class"]: f["properties"]["area"] for f in doc["features"]}
+    assert by_class == {"soil": 12 * 18, "big_rock": 10 * 4}      # pixels, from the fixture's label map
+    # a georeferenced image in a session: map coordinates, areas in map units (2 m pixels)
+    from segmodels.geo import GeoRef, write_geotiff
+    from rasterio.crs import CRS
+    tif = tmp_path / "imgs" / "geo.tif"
+    ref = GeoRef(CRS.from_proj4("+proj=eqc +R=3396190 +units=m +no_defs").to_wkt(), (2.0, 0, 1000.0, 0, -2.0, 500.0))
+    write_geotiff(tif, np.zeros((24, 32), np.uint8), ref)
+    s2 = Session.create(tmp_path / "sess2", [tif])
+    lm = np.full((24, 32), 255, np.uint8)
+    lm[0:10, 0:5] = 2
+    s2.set_result(tif, [BoxPrompt((0, 0, 5, 10), 2)], lm)
+    pytest.importorskip("fiona", reason="GeoPackage export needs fiona (geo extra)")
+    import fiona
+    assert main(["export", "--session", str(tmp_path / "sess2"), "--format", "gpkg", "--out", str(tmp_path / "g")]) == 0
+    with fiona.open(tmp_path / "g" / "geo.gpkg") as src:
+        feats = list(src)
+        assert src.crs_wkt and len(feats) == 1
+    assert feats[0]["properties"]["class"] == "sand" and feats[0]["properties"]["area"] == 50 * 4.0
+    xs = [x for x, _ in feats[0]["geometry"]["coordinates"][0]]
+    assert min(xs) == 1000.0 and max(xs) == 1010.0
