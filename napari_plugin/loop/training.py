@@ -21,6 +21,8 @@ from segmodels.errors import MarsamError
 from ..predict.jobs import Job
 
 DECODER_EPOCHS = 100          # the paper's setting
+STUDENT_EPOCHS = 20
+SHIPPED_STUDENT = "pretrained:ai4mars-student"
 
 
 def run_dir(session_folder: Path, kind: str = "decoder") -> Path:
@@ -71,3 +73,40 @@ def train_session_decoder(session, sam_model, cache=None, epochs: int = DECODER_
     # no curves plot: matplotlib would hold the GIL (a GUI stall) while it renders; the CSV is written
     return train_decoder(config, out, sam_model, progress=job.training_progress, should_stop=job.should_stop,
                          train_data=data, cache=cache, plot=False)
+
+
+def student_config(epochs: int = STUDENT_EPOCHS, data: str = "", size: int = 128, batch_size: int = 8,
+                   lr: float | None = None, device: str = "auto", **settings):
+    """distill's TrainConfig for fine-tuning the shipped student on a session: labels only, all labelled
+    images train (no validation split), at the shipped model's 128 px, with the fine-tuning learning
+    rate (a tenth of the cpu profile's) unless ``lr`` is given."""
+    from distill import load_config
+    from distill.init_weights import FINE_TUNE_LR_FACTOR
+    if lr is None:
+        lr = load_config("cpu").lr * FINE_TUNE_LR_FACTOR
+    return load_config(None, {"data": data, "val_split": None, "epochs": int(epochs), "batch_size": int(batch_size),
+                              "size": int(size), "channels": 1, "lr": float(lr), "distill": False,
+                              "early_stopping": 0, "resume": False, "device": device, "warmup_epochs": 0.5,
+                              **settings})
+
+
+def train_session_student(session, epochs: int = STUDENT_EPOCHS, job: Job | None = None, out_dir: Path | None = None,
+                          init: str = SHIPPED_STUDENT, **settings):
+    """Fine-tune the shipped student (or ``init``) on ``session``'s labelled images, no SAM needed; a
+    session with other classes than AI4Mars gets a new head (``distill.init_weights``)."""
+    from distill import open_dataset, train_student
+
+    if session is None:
+        raise MarsamError("no session is open; label some images in the annotator first")
+    labelled = session.labelled_images()
+    if not labelled:
+        raise MarsamError("the session has no labelled images yet; label a few images first")
+    job = job or Job("training")
+    job.update(0, epochs, f"reading {len(labelled)} labelled images")
+    config = student_config(epochs, data=str(session.folder), **settings)
+    data = open_dataset(Path(session.folder), "train", size=config.size, channels=1, augment=True, seed=config.seed)
+    job.check()
+    out = out_dir or run_dir(Path(session.folder), "student")
+    job.message = f"fine-tuning on {len(data)} images"
+    return train_student(config, out, progress=job.training_progress, should_stop=job.should_stop,
+                         train_data=data, init=init)

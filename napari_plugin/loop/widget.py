@@ -2,7 +2,9 @@
 model is least sure.
 
 1. "Train": the domain decoder learns from the session's labelled images (``distill``, in a
-   worker with a progress bar and Cancel) on SAM embeddings the annotator already cached.
+   worker with a progress bar and Cancel) on SAM embeddings the annotator already cached; or,
+   with "fine-tune the shipped student" chosen, the shipped AI4Mars student is fine-tuned on them
+   (no SAM needed; a new head when the session's classes differ).
 2. "Suggest boxes": the model predicts the current image; its regions become a "suggested boxes"
    Shapes layer (one box per connected region, coloured and captioned by class) that the expert
    edits: move, resize, delete, or re-class the selected ones.
@@ -33,6 +35,8 @@ from ..state import MarsamState
 from . import suggest, training
 
 SUGGESTIONS_NAME = "suggested boxes"
+DECODER_CHOICE = "SAM domain decoder"
+STUDENT_CHOICE = "fine-tune the shipped student"
 PREFIX = "loop "
 
 
@@ -55,6 +59,8 @@ class LoopWidget(Container):
         self.checkpoint = None             # the model the loop predicts with (a segmodels Checkpoint)
         self.last_training = None          # distill's TrainResult of the last run
         self.ranking: suggest.Ranking | None = None
+        self.kind = ComboBox(label="model", choices=[DECODER_CHOICE, STUDENT_CHOICE], value=DECODER_CHOICE,
+                             tooltip="what 'Train' trains on the session's labelled images")
         self.epochs = SpinBox(label="epochs", value=training.DECODER_EPOCHS, min=1, max=10000,
                               tooltip="100 epochs on 5 images is the setting of Julka and Granitzer")
         self.train_btn = PushButton(text="Train decoder on labelled images")
@@ -69,9 +75,10 @@ class LoopWidget(Container):
         self.status = Label(value="label a few images in the annotator, then train")
         for lab in (self.model_info, self.status):
             lab.native.setWordWrap(True)
-        self.extend([self.epochs, self.train_btn, self.model_info, self.min_area, self.suggest_btn,
+        self.extend([self.kind, self.epochs, self.train_btn, self.model_info, self.min_area, self.suggest_btn,
                      self.reclass, self.accept_btn, self.next_btn, self.panel, self.status])
         self.train_btn.changed.connect(guarded("training")(lambda: self.train()))
+        self.kind.changed.connect(self._kind_changed)
         self.suggest_btn.changed.connect(guarded("suggesting boxes")(lambda: self.suggest()))
         self.reclass.changed.connect(guarded("changing the class")(self._reclass_selected))
         self.accept_btn.changed.connect(guarded("accepting the boxes")(lambda: self.accept()))
@@ -109,8 +116,15 @@ class LoopWidget(Container):
         return self.checkpoint
 
     # --- 1. train -----------------------------------------------------------------------------
+    def _kind_changed(self, value) -> None:
+        student = value == STUDENT_CHOICE
+        self.epochs.value = training.STUDENT_EPOCHS if student else training.DECODER_EPOCHS
+        self.train_btn.text = "Fine-tune the shipped student" if student else "Train decoder on labelled images"
+
     def train(self, epochs: int | None = None, **settings):
-        """Train the domain decoder on the session's labelled images in a worker; returns the Job."""
+        """Train the chosen model on the session's labelled images in a worker; returns the Job."""
+        if self.kind.value == STUDENT_CHOICE:
+            return self._train_student(epochs, **settings)
         if epochs is not None:
             self.epochs.value = int(epochs)
         ann = find_annotator(self.viewer)
@@ -149,6 +163,41 @@ class LoopWidget(Container):
                 self.suggest()      # the open image is not labelled yet: offer its boxes at once
 
         return self.panel.run(work, desc="training the decoder", on_done=done)
+
+    def _train_student(self, epochs: int | None = None, **settings):
+        if not models.pretrained_available():
+            raise MarsamError("the shipped student is not installed with this marsam; train the SAM domain decoder")
+        if epochs is not None:
+            self.epochs.value = int(epochs)
+        ann = find_annotator(self.viewer)
+        if ann is not None:
+            ann.flush_saves()
+        session = self.state.session
+        if session is None:
+            raise MarsamError("no session is open; label some images in the annotator first")
+        n = len(session.labelled_images())
+        if n == 0:
+            raise MarsamError("the session has no labelled images yet; label a few first")
+        epochs = int(self.epochs.value)
+
+        def work(job):
+            result = training.train_session_student(session, epochs, job, **settings)
+            return result, (load_checkpoint(result.best) if result.stopped != "cancelled" else None)
+
+        def done(out):
+            result, ckpt = out
+            self.last_training = result
+            if ckpt is None:
+                warn(f"marsam: fine-tuning cancelled after {result.epochs_run} epoch(s); the previous model is kept")
+                return
+            self.checkpoint = ckpt
+            init = ckpt.training.get("init", {})
+            self.model_info.value = (f"shipped student fine-tuned on {n} image(s), {result.epochs_run} epochs"
+                                     + (", new head for this session's classes" if init.get("new_head") else "")
+                                     + f"\n{result.best}")
+            info(f"marsam: shipped student fine-tuned on {n} labelled image(s)")
+
+        return self.panel.run(work, desc="fine-tuning the student", on_done=done)
 
     # --- 2. suggest ----------------------------------------------------------------------------
     def suggest(self):

@@ -158,3 +158,24 @@ def test_mistakes_are_notifications(make_napari_viewer, notes, qtbot):
     assert any("no session is open" in m for m in errors)
     assert any("no model yet" in m for m in errors)
     assert any("Annotator" in m for m in errors)
+
+
+def test_fine_tune_the_shipped_student_on_the_session(labelled, qtbot, wait_idle):
+    """The Train widget's other option: the shipped AI4Mars student, fine-tuned on the labelled images."""
+    from napari_plugin.loop.widget import STUDENT_CHOICE, SUGGESTIONS_NAME
+
+    viewer, ann, loop, truth = labelled
+    loop.kind.value = STUDENT_CHOICE
+    assert loop.train_btn.text == "Fine-tune the shipped student"
+    loop.train(epochs=1, batch_size=3, size=64)
+    _wait(qtbot, loop, 400000)
+    ck = loop.checkpoint
+    assert ck is not None and ck.model_name == "unet"
+    init = ck.training["init"]
+    assert init["model"] == "unet" and init["kept_tensors"] > 100 and init["new_head"] is False
+    assert Path(ann.state.session.folder) in Path(loop.last_training.best).parents
+    ann.go_to(3)
+    _settle(qtbot, ann)
+    loop.suggest()                                           # the fine-tuned student suggests boxes
+    _wait(qtbot, loop)
+    assert SUGGESTIONS_NAME in viewer.layers
