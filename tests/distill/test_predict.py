@@ -155,11 +155,12 @@ def test_tta_averages_flips_and_strips_match_the_whole_image(student, hirise_dir
                                atol=1e-5)
     # predicting in 3 strips with a 64-row halo gives almost the whole-image labels (the strips' tile
     # grids differ from the whole image's, so pixels near a class boundary may flip)
-    from distill.predict.run import _ImageJob, _predict_image
     from distill.predict.layout import Layout
-    job = _ImageJob(Layout("/nonexistent"), "x", img.shape[:2], student.label_spec,
+    from distill.predict.outputs import ImageOutputs
+    from distill.predict.run import predict_into
+    job = ImageOutputs(Layout("/nonexistent"), "x", img.shape[:2], student.label_spec,
                     PredictSettings(progress=False), None, need_confidence=False)
-    _predict_image(student, img, job, PredictSettings(block=256, block_pixels=200 * 520, halo=64, **TILES))
+    predict_into(student, img, job, PredictSettings(block=256, block_pixels=200 * 520, halo=64, **TILES))
     assert (job.labels == p0.argmax(0)).mean() > 0.98
 
 
@@ -233,7 +234,7 @@ def test_onnx_export_agrees_with_pytorch_and_predicts(navcam, tmp_path, capsys):
     ort = open_predictor(onnx_path)
     pt = open_predictor(pretrained="ai4mars-student", device="cpu")
     a = _run(ort, navcam, tmp_path / "a", probs=True)
-    b = _run(pt, navcam, tmp_path / "b", probs=True)
+    _run(pt, navcam, tmp_path / "b", probs=True)
     assert a.predicted == N_IMAGES and "onnx" in a.rows[0]["model"]
     for f in (tmp_path / "a" / "uncertainty").iterdir():
         np.testing.assert_allclose(np.load(f), np.load(tmp_path / "b" / "uncertainty" / f.name), atol=1e-4)
