@@ -33,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from distill.evaluate import machine_info  # noqa: E402
+from segmodels.device import machine_info  # noqa: E402
 from segmodels.atomic import atomic_write_json  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
