@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 from distill.config import load_config  # noqa: E402
 from distill.data import open_dataset  # noqa: E402
-from distill.evaluate import evaluate, machine_info  # noqa: E402
+from distill.evaluate import evaluate  # noqa: E402
+from segmodels.device import machine_info  # noqa: E402
 from distill.init_weights import FINE_TUNE_LR_FACTOR  # noqa: E402
 from distill.pretrained import load_pretrained  # noqa: E402
 from distill.student import train_student  # noqa: E402
