@@ -59,3 +59,16 @@ def test_figures_are_drawn_at_display_size(tmp_path):
     save_overlay_png(tmp_path / "fig.png", img, m, title="t")
     with Image.open(tmp_path / "fig.png") as im:
         assert max(im.size) <= 1100
+
+
+def test_explain_does_not_overwrite_maps_of_a_same_named_image(ckpt, tmp_path, capsys):
+    paths = []
+    for d, v in (("a", 50), ("b", 200)):
+        (tmp_path / d).mkdir()
+        paths.append(tmp_path / d / "x.png")
+        Image.fromarray(np.full((64, 64), v, np.uint8)).save(paths[-1])
+    rc = main(["explain", "--checkpoint", str(ckpt), "--image", *map(str, paths), "--method", "entropy",
+               "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "same name" in err and str(paths[1]) in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x_entropy.npy", "x_entropy.png"]
