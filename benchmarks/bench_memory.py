@@ -85,7 +85,7 @@ def run_case(case: str, image: Path, boxes: Path, work: Path) -> dict:
     from segmodels.errors import MarsamError
     from segmodels.explain.cli import explain_image, write_explanation
     from segmodels.images import load_image
-    from segmodels.inference import predict
+    from segmodels.predictors import predict
     student = REPO / "distill" / "pretrained" / "ai4mars-student.safetensors"
     ck = load_checkpoint(student) if case in ("predict", "explain", "gradcam-bound", "gradcam-12k") else None
     sam = build_tiny_sam(seed=0) if case == "embed" else None

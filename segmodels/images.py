@@ -15,7 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MarsamError
-from .normalization import DEFAULT_MEAN, DEFAULT_STD
+
+#: the input normalisation every marsam U-Net is trained with, (x - 0.5) / 0.25 on intensities in [0, 1]
+#: (segmodels.normalization.Normalization's defaults; written only here)
+DEFAULT_MEAN = 0.5
+DEFAULT_STD = 0.25
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 MIN_SIDE = 8

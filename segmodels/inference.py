@@ -1,7 +1,7 @@
 """Predict a label map for an image of any size: the one inference path of marsam.
 
 Every image-reading :class:`~segmodels.predictors.Predictor` (the U-Nets) ends in
-:func:`network_probabilities`; :func:`predict` is the short form for one image. Images are
+:func:`network_probabilities`; ``segmodels.predictors.predict`` is the short form for one image. Images are
 processed at their NATIVE resolution: the pixel scale of a user's image is unknown (a 1024 px
 navcam frame, a HiRISE crop), and resizing it to the training size would blur away the small
 rocks experts care most about; the U-Nets are fully convolutional, so they run at any size.
@@ -12,21 +12,12 @@ pixels however large the image is, and the accumulators are two float32 arrays
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import nn
 
 from .device import autocast, pick_device
 from .errors import MarsamError
-from .normalization import Normalization
-
-
-@dataclass
-class Prediction:
-    probs: np.ndarray   # K x H x W float32 class probabilities (K = 2 for a single-logit head)
-    labels: np.ndarray  # H x W uint8 argmax class ids
 
 
 def class_probs(logits: torch.Tensor) -> torch.Tensor:
@@ -50,25 +41,6 @@ def _window(h: int, w: int) -> np.ndarray:
     def hann(n):
         return 0.5 - 0.5 * np.cos(2 * np.pi * (np.arange(n) + 0.5) / n)
     return np.outer(hann(h), hann(w)).astype(np.float32) + 1e-3
-
-
-def predict(model, image: np.ndarray, normalization: Normalization | dict | None = None,
-            tile: int = 512, overlap: int = 64, device: str | torch.device | None = None,
-            batch_size: int = 4) -> Prediction:
-    """Class probabilities and labels of ``image`` (H x W [x 3|4], any dtype marsam reads).
-
-    ``model``: anything :func:`segmodels.predictors.load_predictor` takes (a network, a
-    Checkpoint, a checkpoint path, a Predictor). ``normalization`` overrides the checkpoint's.
-    ``tile``/``overlap`` bound memory for large images; see the module docstring.
-    """
-    from .predictors import load_predictor
-    p = load_predictor(model, normalization=normalization)
-    probs = p.probabilities(image, tile=tile, overlap=overlap, batch_size=batch_size, device=device)
-    probs = np.ascontiguousarray(probs, dtype=np.float32)
-    labels = np.empty(probs.shape[1:], np.uint8)
-    for r in range(0, labels.shape[0], 256):  # in row blocks: argmax's int64 result of a block only
-        labels[r:r + 256] = probs[:, r:r + 256].argmax(axis=0)
-    return Prediction(probs=probs, labels=labels)
 
 
 @torch.no_grad()

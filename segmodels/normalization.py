@@ -16,11 +16,10 @@ from typing import Mapping
 import numpy as np
 
 from .errors import MarsamError
+from .images import DEFAULT_MEAN, DEFAULT_STD, to_model_input
 
 IMAGE = "image"
 SAM_EMBEDDING = "sam_embedding"
-DEFAULT_MEAN = 0.5
-DEFAULT_STD = 0.25
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,6 @@ class Normalization:
 
     def to_model_input(self, image: np.ndarray, what: str = "image"):
         """The 1 x C x H x W float tensor of ``image`` (any dtype marsam reads)."""
-        from .images import to_model_input
         if not self.reads_pixels:
             raise MarsamError(f"this model reads {self.input.replace('_', ' ')}s, not images")
         return to_model_input(image, self.in_channels, self.mean, self.std, what=what)

@@ -47,8 +47,15 @@ from torch import nn
 
 from .checkpoints import Checkpoint, load_checkpoint
 from .errors import MarsamError
+from .inference import network_probabilities
 from .labels import AI4MARS, LabelSpec, spec_from_names
 from .normalization import DEFAULT_NORMALIZATION, Normalization
+
+
+@dataclass
+class Prediction:
+    probs: np.ndarray   # K x H x W float32 class probabilities (K = 2 for a single-logit head)
+    labels: np.ndarray  # H x W uint8 argmax class ids
 
 
 @runtime_checkable
@@ -173,7 +180,6 @@ class NetworkPredictor:
 
     def probabilities(self, image: np.ndarray, *, tile: int = 512, overlap: int = 64, batch_size: int = 4,
                       device: str | torch.device | None = None) -> np.ndarray:
-        from .inference import network_probabilities
         if not self.normalization.reads_pixels:
             raise MarsamError(f"the {self.model_name} model reads SAM image embeddings, not images; predict it "
                               "with annotate's embeddings (install annotate: it registers the SAM-decoder "
@@ -240,3 +246,21 @@ def with_context(predictor: Predictor, **context) -> Predictor:
         return predictor
     return load_predictor(source, normalization=predictor.normalization, label_spec=predictor.label_spec,
                           **context)
+
+
+def predict(model, image: np.ndarray, normalization: Normalization | dict | None = None,
+            tile: int = 512, overlap: int = 64, device: str | torch.device | None = None,
+            batch_size: int = 4) -> Prediction:
+    """Class probabilities and labels of ``image`` (H x W [x 3|4], any dtype marsam reads).
+
+    ``model``: anything :func:`segmodels.predictors.load_predictor` takes (a network, a
+    Checkpoint, a checkpoint path, a Predictor). ``normalization`` overrides the checkpoint's.
+    ``tile``/``overlap`` bound memory for large images; see the module docstring.
+    """
+    p = load_predictor(model, normalization=normalization)
+    probs = p.probabilities(image, tile=tile, overlap=overlap, batch_size=batch_size, device=device)
+    probs = np.ascontiguousarray(probs, dtype=np.float32)
+    labels = np.empty(probs.shape[1:], np.uint8)
+    for r in range(0, labels.shape[0], 256):  # in row blocks: argmax's int64 result of a block only
+        labels[r:r + 256] = probs[:, r:r + 256].argmax(axis=0)
+    return Prediction(probs=probs, labels=labels)

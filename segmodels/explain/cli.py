@@ -65,7 +65,7 @@ def _baseline(value: str):
 
 
 def _dominant_class(ck, img, device) -> int:
-    from ..inference import predict
+    from ..predictors import predict
     labels = predict(ck, img, device=device).labels
     return int(np.bincount(labels.ravel()).argmax())
 

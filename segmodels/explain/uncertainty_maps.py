@@ -1,6 +1,6 @@
 """Uncertainty maps in the :class:`Explanation` form, so the CLI and napari treat them like the rest.
 
-Entropy goes through :func:`segmodels.inference.predict` (tiled, so any image size works);
+Entropy goes through :func:`segmodels.predictors.predict` (tiled, so any image size works);
 MC dropout runs its N passes on the whole normalised image.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..checkpoints import Checkpoint
-from ..inference import predict
+from ..predictors import predict
 from ..labels import LabelSpec
 from ..normalization import Normalization
 from ..uncertainty import max_prob_uncertainty, mc_dropout, predictive_entropy

@@ -1,4 +1,4 @@
-"""segmodels.inference.predict: native resolution, tiles blended with a smooth window,
+"""segmodels.predictors.predict (tiling in segmodels.inference): native resolution, tiles blended with a smooth window,
 checkpoint normalisation, and the sam_decoder refusal."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 from segmodels import AI4MARS, MarsamError, build_model, load_checkpoint, save_checkpoint
 from segmodels.images import to_model_input
-from segmodels.inference import predict
+from segmodels.predictors import predict
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch
 
 from segmodels import AI4MARS, HIRISE_PITS, MarsamError, build_model, load_checkpoint, save_checkpoint
 from segmodels import predictors as P
-from segmodels.inference import predict
+from segmodels.predictors import predict
 from segmodels.normalization import DEFAULT_NORMALIZATION, SAM_EMBEDDING, Normalization
 
 
