@@ -151,6 +151,50 @@ def _model_card(args) -> int:
     return main(argv + (["--note-file", str(args.note_file)] if args.note_file else []))
 
 
+def _recipe(args) -> int:
+    from .config import parse_overrides
+    from .recipe import run_study
+    cfg = _config(args)
+    out = Path(args.out or "runs/recipe-study")
+    from .config import load_config
+    prof = load_config(args.config).to_dict()
+    changed = {k: v for k, v in cfg.to_dict().items() if prof.get(k) != v}
+    study = run_study(cfg, out, profile=args.config, base_overrides=changed,
+                      parallel=args.parallel, threads_per_run=args.threads)
+    for r in study["rows"]:
+        rock = r["iou"].get("big rock")
+        print(f"{r['name']:<16} val mIoU {r['val_miou']:.4f}  big rock {rock if rock is None else round(rock, 4)}"
+              f"  {r['seconds']} s")
+    print("chosen:", json.dumps(study["recipe"]))
+    print(json.dumps({"json": str(out / "recipe-study.json"), "markdown": str(out / "recipe-study.md"),
+                      "recipe": str(out / "recipe.yaml")}))
+    return 0
+
+
+def _calibrate(args) -> int:
+    from segmodels.checkpoints import load_checkpoint
+    from .calibrate import calibrate_checkpoint
+    from .data import open_dataset
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    ck = load_checkpoint(args.checkpoint)
+    cfg = (ck.training.get("config") or {}) if isinstance(ck.training, dict) else {}
+    data = args.data or cfg.get("data")
+    if not data:
+        raise MarsamError("the checkpoint does not name its dataset; give --data")
+    size = args.size or cfg.get("size") or 256
+    ds = open_dataset(data, args.split, size, int(ck.normalization.get("in_channels", 1)),
+                      label_spec=ck.label_spec, limit=args.limit, progress=True)
+    out = Path(args.out or Path(args.checkpoint).with_name(Path(args.checkpoint).stem + "-calibrated.safetensors"))
+    if out.resolve() == Path(args.checkpoint).resolve():
+        raise MarsamError("--out must differ from --checkpoint; the uncalibrated checkpoint is kept")
+    r = calibrate_checkpoint(args.checkpoint, ds, out, args.device)
+    print(f"temperature {r['temperature']:.4f}: ECE {r['ece_before']:.4f} -> {r['ece_after']:.4f} on "
+          f"{r['fitted_on']}; wrote {out}")
+    return 0
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="cpu", help="profile (cpu, gpu) or YAML file [cpu]")
     p.add_argument("--data", help="HF hub id, saved HF dataset, images/+masks/ folder or session folder")
@@ -227,3 +271,20 @@ def register(sub) -> None:
     le.add_argument("--decoder", help=argparse.SUPPRESS)
     le.add_argument("--no-distill", action="store_true")
     le.set_defaults(func=_label_efficiency)
+    rs = xs.add_parser("recipe", help="the recipe study: one training change at a time in a proxy setting; "
+                       "table in recipe-study.md, chosen overrides in recipe.yaml")
+    _common(rs)
+    rs.add_argument("--parallel", type=int, default=1, help="runs at a time (each its own process) [1]")
+    rs.set_defaults(func=_recipe)
+
+    c = sub.add_parser("calibrate", help="fit a temperature on a labelled split and fold it into a copy of "
+                       "the checkpoint (probabilities, entropy and ECE then mean what they say)")
+    c.add_argument("--checkpoint", required=True)
+    c.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
+    c.add_argument("--split", default="val")
+    c.add_argument("--size", type=int, help="input size (default: the training size)")
+    c.add_argument("--limit", type=int)
+    c.add_argument("--out", help="calibrated checkpoint [CHECKPOINT-calibrated.safetensors]")
+    c.add_argument("--device")
+    c.add_argument("--threads", type=int)
+    c.set_defaults(func=_calibrate)

@@ -33,11 +33,14 @@ class TrainConfig:
     limit: int | None = None           #: first N training images (deterministic subset)
     val_limit: int | None = None       #: first N validation images
     augment: bool = True
+    augment_policy: str = "basic"      #: none | flip | basic | strong (distill.batches.AUGMENT_POLICIES)
     vflip: bool = False                #: vertical flips (fine for orbital images, not for rover views)
+    device_batches: bool = True        #: keep the data on the training device, augment batches there
     # models
     teacher_base: int = 64
     teacher_dropout: float = 0.1
     student_base: int = 16
+    student_stem_stride: int = 1       #: 2: strided stem, U-Net at half resolution (faster on CPU)
     decoder_width: int = 64            #: the one default (CLI, demo, napari): 4.7 vs 18 GFLOPs/embedding at 128
     decoder_out_size: int = 256        #: decoder logits resolution in SAM's 1024 frame during training
     # optimisation
@@ -46,9 +49,13 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
-    loss: str = "ce"                   #: "ce" or "focal"
+    loss: str = "ce"                   #: "ce", "focal" or "ce+dice"
     focal_gamma: float = 2.0
-    class_weights: bool = True         #: inverse-frequency weights from the training labels
+    dice_weight: float = 1.0           #: weight of the Dice term of "ce+dice"
+    class_weights: bool = True         #: weight classes (class_weighting) from the training labels
+    class_weighting: str = "inverse"   #: none | inverse | sqrt | median (distill.losses.class_weights)
+    ema: float = 0.0                   #: decay of an exponential moving average of the weights (0: off);
+                                       #: validated and saved instead of the raw weights when on
     early_stopping: int = 10           #: epochs without val mIoU gain before stopping (0: never)
     seed: int = 0
     device: str = "auto"
@@ -58,11 +65,17 @@ class TrainConfig:
     threads: int | None = None         #: torch CPU threads (None: PyTorch's default)
     resume: bool = True                #: continue from out_dir/resume.safetensors if present
     max_minutes: float | None = None   #: wall-clock budget; training ends early (and says so) past it
+    fit_epochs_to_budget: bool = False #: with max_minutes: after the first epoch, plan only the epochs
+                                       #: that fit the budget (the cosine schedule then ends on time)
     # distillation
     alpha: float = 0.5                 #: weight of CE on labels; 1 - alpha goes to KL
     temperature: float = 2.0
     distill: bool = True               #: False trains the student on labels alone
     distill_from: str = "teacher"      #: "teacher", "decoder" or "average"
+    teacher_once: bool = False         #: run the teacher once per (unaugmented) image before training
+                                       #: and warp its logits with each augmentation, instead of
+                                       #: running it on every batch (the decoder teacher always is)
+    kd_pixels: str = "labelled"        #: where the KL term applies: "labelled" or "all" image pixels
     cwd: float = 0.0                   #: weight of channel-wise distillation (Shu et al. 2021); 0: off
     teacher_checkpoint: str | None = None
     decoder_checkpoint: str | None = None
@@ -82,8 +95,22 @@ class TrainConfig:
             raise MarsamError(f"channels must be 1 or 3, got {self.channels}")
         if self.epochs < 1 or self.batch_size < 1:
             raise MarsamError("epochs and batch_size must be at least 1")
-        if self.loss not in ("ce", "focal"):
-            raise MarsamError(f"loss must be 'ce' or 'focal', got {self.loss!r}")
+        from .batches import AUGMENT_POLICIES
+        from .losses import LOSSES, WEIGHTINGS
+        if self.loss not in LOSSES:
+            raise MarsamError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        if self.class_weighting not in WEIGHTINGS:
+            raise MarsamError(f"unknown class_weighting {self.class_weighting!r}; choose one of "
+                              f"{', '.join(WEIGHTINGS)}")
+        if self.augment_policy not in AUGMENT_POLICIES:
+            raise MarsamError(f"unknown augment_policy {self.augment_policy!r}; choose one of "
+                              f"{', '.join(AUGMENT_POLICIES)}")
+        if self.kd_pixels not in ("labelled", "all"):
+            raise MarsamError(f"kd_pixels must be 'labelled' or 'all', got {self.kd_pixels!r}")
+        if not 0.0 <= self.ema < 1.0:
+            raise MarsamError(f"ema must be in [0, 1) (0 turns it off; 0.999 is typical), got {self.ema}")
+        if self.student_stem_stride not in (1, 2):
+            raise MarsamError(f"student_stem_stride must be 1 or 2, got {self.student_stem_stride}")
         if not 0.0 <= self.alpha <= 1.0:
             raise MarsamError(f"alpha must be in [0, 1], got {self.alpha}")
         if self.temperature <= 0:

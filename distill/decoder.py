@@ -28,7 +28,8 @@ from segmodels.normalization import SAM_EMBEDDING, Normalization
 
 from .config import TrainConfig
 from .data import SegmentationDataset, open_dataset
-from .teacher import SupervisedTask, data_info
+from .tasks import SupervisedTask
+from .teacher import data_info
 from .train_loop import ProgressFn, StopFn, TrainResult, fit, seed_everything
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from segmodels.errors import MarsamError
 from segmodels.labels import IGNORE_INDEX
 
 
@@ -29,6 +30,58 @@ def inverse_frequency_weights(counts: np.ndarray, max_ratio: float = 10.0) -> to
     w[present] = np.minimum(w[present], w[present].min() * max_ratio)
     w[present] /= w[present].mean()
     return torch.tensor(w, dtype=torch.float32)
+
+
+WEIGHTINGS = ("none", "inverse", "sqrt", "median")
+LOSSES = ("ce", "focal", "ce+dice")
+
+
+def class_weights(counts: np.ndarray, scheme: str = "inverse", max_ratio: float = 10.0) -> torch.Tensor | None:
+    """Class weights from labelled-pixel counts; ``None`` for ``scheme="none"``.
+
+    ``inverse``: 1 / frequency (clipped, see :func:`inverse_frequency_weights`); ``sqrt``:
+    1 / sqrt(frequency), the milder version; ``median``: median frequency balancing (Eigen and
+    Fergus 2015), median(freq) / freq. All are normalised to mean 1 over present classes, and a
+    class absent from the training labels gets weight 0.
+    """
+    if scheme == "none":
+        return None
+    if scheme == "inverse":
+        return inverse_frequency_weights(counts, max_ratio)
+    counts = np.asarray(counts, np.float64)
+    present = counts > 0
+    w = np.zeros_like(counts)
+    if not present.any():
+        return torch.ones(len(counts))
+    freq = counts[present] / counts[present].sum()
+    if scheme == "sqrt":
+        w[present] = 1.0 / np.sqrt(freq)
+    elif scheme == "median":
+        w[present] = np.median(freq) / freq
+    else:
+        raise MarsamError(f"unknown class weighting {scheme!r}; choose one of {', '.join(WEIGHTINGS)}")
+    w[present] = np.minimum(w[present], w[present].min() * max_ratio)
+    w[present] /= w[present].mean()
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX,
+              eps: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice (Milletari et al. 2016) over labelled pixels, averaged over the classes
+    present in the batch's labels or predicted there (a class neither labelled nor predicted
+    has nothing to overlap and is left out)."""
+    valid = (target != ignore_index)
+    if not valid.any():
+        return logits.sum() * 0.0
+    k = logits.shape[1]
+    p = F.softmax(logits.float(), dim=1) * valid[:, None]
+    onehot = F.one_hot(target.clamp_max(k - 1) * valid, k).permute(0, 3, 1, 2).float() * valid[:, None]
+    dims = (0, 2, 3)
+    inter = (p * onehot).sum(dims)
+    denom = p.sum(dims) + onehot.sum(dims)
+    dice = (2 * inter + eps) / (denom + eps)
+    keep = onehot.sum(dims) > 0
+    return 1.0 - dice[keep].mean()
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
@@ -52,13 +105,16 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
-            temperature: float = 2.0, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """T^2 * KL(teacher || student) of temperature-softened distributions, mean over labelled pixels."""
+            temperature: float = 2.0, ignore_index: int = IGNORE_INDEX,
+            pixels: torch.Tensor | None = None) -> torch.Tensor:
+    """T^2 * KL(teacher || student) of temperature-softened distributions, mean over the pixels
+    it is asked about: labelled pixels by default, or the boolean map ``pixels`` (e.g. every
+    pixel that came from inside the image, labelled or not)."""
     t = float(temperature)
     log_s = F.log_softmax(student_logits.float() / t, dim=1)
     log_t = F.log_softmax(teacher_logits.float() / t, dim=1)
     kl = (log_t.exp() * (log_t - log_s)).sum(dim=1)
-    valid = target != ignore_index
+    valid = (target != ignore_index) if pixels is None else pixels
     if not valid.any():
         return student_logits.sum() * 0.0
     return kl[valid].mean() * t * t
@@ -89,12 +145,19 @@ def cwd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target:
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
                       alpha: float = 0.5, temperature: float = 2.0, weight: torch.Tensor | None = None,
                       focal_gamma: float = 0.0, cwd: float = 0.0,
-                      ignore_index: int = IGNORE_INDEX) -> tuple[torch.Tensor, dict]:
-    """alpha * CE(labels) + (1 - alpha) * T^2 * KL(teacher || student) [+ cwd * CWD]; also the parts."""
+                      ignore_index: int = IGNORE_INDEX, dice: float = 0.0,
+                      kd_pixels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """alpha * (CE(labels) [+ dice * Dice]) + (1 - alpha) * T^2 * KL(teacher || student)
+    [+ cwd * CWD]; also the parts. ``kd_pixels``: where the KL term applies (default: labelled)."""
     ce = segmentation_loss(student_logits, target, weight, focal_gamma, ignore_index)
-    kd = kd_loss(student_logits, teacher_logits.detach(), target, temperature, ignore_index)
-    loss = alpha * ce + (1 - alpha) * kd
+    kd = kd_loss(student_logits, teacher_logits.detach(), target, temperature, ignore_index, kd_pixels)
+    sup = ce
     parts = {"ce": float(ce.detach()), "kd": float(kd.detach())}
+    if dice > 0:
+        d = dice_loss(student_logits, target, ignore_index)
+        sup = sup + dice * d
+        parts["dice"] = float(d.detach())
+    loss = alpha * sup + (1 - alpha) * kd
     if cwd > 0:
         c = cwd_loss(student_logits, teacher_logits.detach(), target, ignore_index=ignore_index)
         loss = loss + cwd * c

@@ -10,6 +10,8 @@ of the two. ``distill=False`` trains the identical student on labels alone: the 
 from __future__ import annotations
 
 import os
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -22,7 +24,8 @@ from segmodels.predictors import Predictor, check_label_spec, load_predictor
 from .config import TrainConfig
 from .data import SegmentationDataset
 from .losses import distillation_loss
-from .teacher import SupervisedTask, data_info, open_train_val
+from .tasks import SupervisedTask
+from .teacher import data_info, open_train_val
 from .train_loop import ProgressFn, StopFn, TrainResult, fit, seed_everything
 
 
@@ -37,10 +40,55 @@ def resolve_model(obj, what: str, label_spec: LabelSpec) -> tuple[Predictor, str
     return p, str(p.checkpoint.path) if p.checkpoint is not None else type(p.module).__name__
 
 
+def _check_teacher(pred: Predictor, train: SegmentationDataset) -> None:
+    """A teacher of another input size or channel count fails here, before any training."""
+    ck = pred.checkpoint
+    if ck is None:
+        return
+    tc = pred.normalization.in_channels
+    if tc != train.channels:
+        raise MarsamError(f"the teacher takes {tc}-channel input but the student data is {train.channels}-channel; "
+                          f"set channels={tc} or use a teacher trained on {train.channels}-channel images")
+    cfg = ck.training.get("config") if isinstance(ck.training, dict) else None
+    tsize = (cfg or {}).get("size") if isinstance(cfg, dict) else None
+    if tsize and train.size and int(tsize) != int(train.size):
+        raise MarsamError(f"the teacher was trained at {tsize} px but the student trains at {train.size} px; "
+                          f"set size={tsize} or train a teacher at {train.size} px")
+
+
+@torch.no_grad()
+def attach_teacher_soft_labels(dataset: SegmentationDataset, teacher: nn.Module,
+                               teacher_norm: Normalization | None, device=None, batch_size: int = 32,
+                               progress: bool = False) -> None:
+    """Run the teacher once on every (unaugmented) training image and attach its logits as
+    ``dataset.soft`` (float16); the augmentation then warps them with the image, as for the
+    decoder teacher. The teacher sees the clean image, the student the augmented one."""
+    from segmodels.device import autocast, pick_device
+    dev = pick_device(device)
+    teacher = teacher.to(dev).eval()
+    norm = teacher_norm or dataset.normalization
+    soft = []
+    idx = range(0, len(dataset), batch_size)
+    if progress:
+        from tqdm import tqdm
+        idx = tqdm(idx, desc="teacher soft labels", unit="batch", leave=False)
+    for s in idx:
+        xs = []
+        for i in range(s, min(s + batch_size, len(dataset))):
+            img = dataset.image_float(i)
+            xs.append(img[None] if img.ndim == 2 else img.transpose(2, 0, 1))
+        x = (torch.from_numpy(np.stack(xs)).to(dev) - float(norm.mean)) / float(norm.std)
+        with autocast(dev, True):
+            logits = teacher(x).float()
+        soft += list(logits.half().cpu().numpy())
+    dataset.soft = soft
+
+
 class DistillTask(SupervisedTask):
     def __init__(self, model, dataset, config: TrainConfig, teacher: nn.Module | None,
                  teacher_norm: Normalization | None, info: dict):
         super().__init__(model, dataset, config, "student", info)
+        self.info["kd_pixels"] = config.kd_pixels
         self.teacher = teacher
         self.student_norm = dataset.normalization
         self.teacher_norm = teacher_norm or self.student_norm
@@ -71,9 +119,14 @@ class DistillTask(SupervisedTask):
     def loss(self, model, batch):
         logits = self.forward(model, batch)
         t = self.teacher_logits(batch)
+        pixels = None
+        if self.config.kd_pixels == "all":   # every pixel from inside the image, labelled or not
+            pixels = batch.get("valid")
+            if pixels is None:
+                pixels = torch.ones_like(batch["y"], dtype=torch.bool)
         return distillation_loss(logits, t, batch["y"], self.config.alpha, self.config.temperature,
                                  self.weight, self.focal_gamma, self.config.cwd,
-                                 self.label_spec.ignore_index)
+                                 self.label_spec.ignore_index, self.dice, pixels)
 
 
 def train_student(config: TrainConfig, out_dir: str | os.PathLike, teacher=None, decoder=None,
@@ -92,7 +145,7 @@ def train_student(config: TrainConfig, out_dir: str | os.PathLike, teacher=None,
     train, val = open_train_val(config, train_data, val_data, show_progress)
     seed_everything(config.seed)   # same seed -> same initial weights (e.g. distilled vs label-only)
     student = build_model("unet", in_channels=train.channels, num_classes=train.label_spec.num_classes,
-                          base=config.student_base)
+                          base=config.student_base, stem_stride=config.student_stem_stride)
     info = data_info(train, val)
     if init is not None:   # fine-tuning hook (issue 12); the logic lives in init_weights
         from .init_weights import init_from_checkpoint
@@ -109,6 +162,12 @@ def train_student(config: TrainConfig, out_dir: str | os.PathLike, teacher=None,
             teacher if teacher is not None else config.teacher_checkpoint, "teacher", train.label_spec)
         # a bare module records no normalisation: it is taken to read the student's input
         t_model, t_norm = t_pred.module, t_pred.normalization if t_pred.checkpoint is not None else None
+        _check_teacher(t_pred, train)
+        if config.teacher_once and config.distill_from == "teacher":
+            attach_teacher_soft_labels(train, t_model, t_norm, None if config.device == "auto" else config.device,
+                                       config.batch_size, show_progress)
+            t_model = None
+            info["teacher_once"] = True
     if config.distill_from in ("decoder", "average"):
         from .decoder import attach_decoder_soft_labels
         d_pred, info["decoder"] = resolve_model(

@@ -1,50 +1,20 @@
 """Supervised training on labels: the Attention U-Net teacher (and the label-only student).
 
-The teacher learns from labels alone with (focal) cross-entropy and inverse-frequency class
-weights; the same task trains a student without a teacher, which is the baseline the distilled
-student has to beat with the same seed and schedule.
+The teacher learns from labels alone (:class:`distill.tasks.SupervisedTask`: the loss and class
+weighting the config names); the same task trains a student without a teacher, which is the
+baseline the distilled student has to beat with the same seed and schedule.
 """
 from __future__ import annotations
 
 import os
-
-import torch
-from torch import nn
 
 from segmodels.errors import MarsamError
 from segmodels.networks import build_model
 
 from .config import TrainConfig
 from .data import SegmentationDataset, open_dataset
-from .losses import inverse_frequency_weights, segmentation_loss
-from .train_loop import ProgressFn, StopFn, Task, TrainResult, fit, seed_everything
-
-
-class SupervisedTask(Task):
-    """Labels only: (focal) CE with optional inverse-frequency class weights."""
-
-    def __init__(self, model: nn.Module, dataset: SegmentationDataset, config: TrainConfig, kind: str,
-                 info: dict | None = None):
-        super().__init__(model, dataset.label_spec, dataset.normalization, info)
-        self.kind = kind
-        self.config = config
-        self.weight: torch.Tensor | None = None
-
-    def setup(self, device, train_ds) -> None:
-        if self.config.class_weights and hasattr(train_ds, "class_counts"):
-            counts = train_ds.class_counts()
-            self.weight = inverse_frequency_weights(counts).to(device)
-            self.info["class_weights"] = [round(float(w), 4) for w in self.weight]
-
-    @property
-    def focal_gamma(self) -> float:
-        return self.config.focal_gamma if self.config.loss == "focal" else 0.0
-
-    def loss(self, model, batch):
-        logits = self.forward(model, batch)
-        loss = segmentation_loss(logits, batch["y"], self.weight, self.focal_gamma,
-                                 self.label_spec.ignore_index)
-        return loss, {}
+from .tasks import SupervisedTask
+from .train_loop import ProgressFn, StopFn, TrainResult, fit, seed_everything
 
 
 def open_train_val(config: TrainConfig, train_data: SegmentationDataset | None = None,

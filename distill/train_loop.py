@@ -1,10 +1,14 @@
 """The one training loop behind the teacher, the student and the domain decoder.
 
-What differs between them (the model, how a batch becomes a loss) is a small :class:`Task`;
-everything else lives here once: seeding, AdamW with linear warmup and cosine decay per step,
-mixed precision and channels-last on GPU, inverse-frequency class weights, validation mIoU
-accumulated over the whole split, the best checkpoint kept by that mIoU, early stopping,
-history CSV and curve PNG, resumption from ``resume.safetensors`` (model, optimiser and
+What differs between them (the model, how a batch becomes a loss) is a small
+:class:`distill.tasks.Task`; everything else lives here once. :func:`fit` reads as the loop it
+is: build the batches and the optimiser, then per epoch :func:`train_one_epoch`, :func:`validate`,
+hand the scores to a :class:`CheckpointKeeper` (best by val mIoU, last, resumable state) and ask
+a :class:`StopPolicy` (cancel, time budget, early stopping) whether to go on. Around it: seeding,
+AdamW with linear warmup and cosine decay per step, mixed precision and channels-last on GPU,
+batches kept and augmented on the training device (:mod:`distill.batches`), an optional
+exponential moving average of the weights (validated and saved instead of the raw weights),
+history CSV and curve PNG, resumption from ``resume.safetensors`` (model, EMA, optimiser and
 scheduler state, no pickles), progress/cancel callbacks for the napari worker, and DDP.
 
 DDP: the same code runs under ``torchrun``. Each rank trains on its DistributedSampler shard,
@@ -40,34 +44,15 @@ from segmodels.device import autocast, pick_device
 from segmodels.errors import MarsamError
 from segmodels.labels import LabelSpec
 
+from .batches import DeviceBatches, augment_policy
 from .config import TrainConfig, save_config
 from .metrics import SegmentationMetrics
+from .tasks import Task
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int, dict], None]
 StopFn = Callable[[], bool]
-
-
-class Task:
-    """How one kind of model learns; subclasses set ``model`` and may override the hooks."""
-    kind = "model"
-
-    def __init__(self, model: nn.Module, label_spec: LabelSpec, normalization: dict,
-                 info: dict | None = None):
-        self.model = model
-        self.label_spec = label_spec
-        self.normalization = normalization
-        self.info = dict(info or {})
-
-    def setup(self, device: torch.device, train_ds: Dataset) -> None:
-        """Move helpers (teachers, class weights) to ``device`` before the first epoch."""
-
-    def forward(self, model: nn.Module, batch: dict) -> torch.Tensor:
-        return model(batch["x"])
-
-    def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:  # pragma: no cover
-        raise NotImplementedError
 
 
 @dataclass
@@ -139,9 +124,11 @@ def seed_everything(seed: int) -> None:
 
 # -- resumable state (safetensors + JSON, never pickles) --------------------------------------
 
-def _save_state(path: Path, model: nn.Module, optimizer, meta: dict) -> None:
+def _save_state(path: Path, model: nn.Module, optimizer, meta: dict, ema_model: nn.Module | None = None) -> None:
     from safetensors.torch import save_file
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if ema_model is not None:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema_model.state_dict().items()})
     opt = optimizer.state_dict()
     scalars = {}
     for pid, st in opt["state"].items():
@@ -155,7 +142,7 @@ def _save_state(path: Path, model: nn.Module, optimizer, meta: dict) -> None:
         save_file(tensors, str(tmp), metadata={"marsam-resume": json.dumps(meta)})
 
 
-def _load_state(path: Path, model: nn.Module, optimizer) -> dict:
+def _load_state(path: Path, model: nn.Module, optimizer, ema=None) -> dict:
     from safetensors import safe_open
     from safetensors.torch import load_file
     try:
@@ -170,6 +157,9 @@ def _load_state(path: Path, model: nn.Module, optimizer) -> dict:
     except RuntimeError:
         raise MarsamError(f"{path} holds a different model than these settings build; use another "
                           "output folder, or set resume=false to overwrite it") from None
+    ema_state = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+    if ema is not None and ema_state:
+        ema.module.load_state_dict(ema_state, strict=True)
     state: dict = {}
     for k, v in tensors.items():
         if k.startswith("opt."):
@@ -219,15 +209,24 @@ def plot_curves(path: Path, history: list[dict]) -> None:
 
 # -- validation -------------------------------------------------------------------------------
 
+def _device_data_ok(ds, config: TrainConfig) -> bool:
+    """Datasets of equal-size images (not the decoder's embeddings) go through device batches."""
+    return bool(config.device_batches) and hasattr(ds, "images") and getattr(ds, "size", None)
+
+
 @torch.no_grad()
 def validate(task: Task, model: nn.Module, ds: Dataset, device: torch.device, batch_size: int,
-             rank: int = 0, world: int = 1, channels_last: bool = False, amp: bool = True) -> dict:
+             rank: int = 0, world: int = 1, channels_last: bool = False, amp: bool = True,
+             device_batches: bool = False) -> dict:
     """Metrics over the whole of ``ds`` (sharded over ranks and summed)."""
     was = model.training
     model.eval()
     metrics = SegmentationMetrics(task.label_spec.num_classes, task.label_spec.ignore_index)
     idx = list(range(rank, len(ds), world))
-    loader = DataLoader(torch.utils.data.Subset(ds, idx), batch_size=batch_size, shuffle=False)
+    if device_batches:
+        loader = DeviceBatches(ds, device, batch_size, order=idx, channels_last=channels_last)
+    else:
+        loader = DataLoader(torch.utils.data.Subset(ds, idx), batch_size=batch_size, shuffle=False)
     for batch in loader:
         batch = _to_device(batch, device, channels_last)
         with autocast(device, amp):
@@ -247,6 +246,185 @@ def _to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
                 v = v.contiguous(memory_format=torch.channels_last)
         out[k] = v
     return out
+
+
+# -- the pieces of the loop ---------------------------------------------------------------------
+
+def make_batches(train_ds: Dataset, config: TrainConfig, device: torch.device, rank: int, world: int,
+                 channels_last: bool):
+    """The epoch's batches: device-resident and augmented there, or a DataLoader (decoder data,
+    or ``device_batches=false``); each rank sees its DistributedSampler shard."""
+    sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True,
+                                 seed=config.seed, drop_last=False)
+    if _device_data_ok(train_ds, config):
+        aug = augment_policy(config.augment_policy, config.vflip) if config.augment else None
+        return sampler, DeviceBatches(train_ds, device, config.batch_size, order=sampler, augment=aug,
+                                      channels_last=channels_last, seed=config.seed)
+    # (no persistent workers: they would keep a copy of the dataset from before set_epoch, and
+    # every epoch would replay the first epoch's augmentations)
+    return sampler, DataLoader(train_ds, batch_size=config.batch_size, sampler=sampler,
+                               num_workers=config.num_workers, pin_memory=device.type == "cuda")
+
+
+@dataclass
+class WarmupCosine:
+    """Learning-rate factor: linear warmup, then cosine decay to 1% of the peak at ``total_steps``
+    (which may be shortened once the first epoch has shown how long an epoch takes)."""
+    total_steps: int
+    warmup: int
+
+    def __call__(self, step: int) -> float:
+        if self.warmup and step < self.warmup:
+            return (step + 1) / self.warmup
+        t = (step - self.warmup) / max(1, self.total_steps - self.warmup)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def make_ema(model: nn.Module, decay: float):
+    """``torch.optim.swa_utils.AveragedModel`` keeping an EMA of weights and BN buffers, or None.
+
+    The decay warms up as min(decay, (1 + n) / (10 + n)) after n updates (as timm's ModelEmaV3
+    does): a fixed 0.995 over the first few hundred steps would keep mostly the random initial
+    weights, which is what a short run measured on the GPU (val mIoU 0.10 after 3 epochs)."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel
+
+    @torch.no_grad()
+    def ema_update(ema_params, params, num_averaged):
+        n = int(num_averaged)
+        d = min(float(decay), (1.0 + n) / (10.0 + n))
+        fe = [e for e in ema_params if e.is_floating_point()]
+        fp = [p for p in params if p.is_floating_point()]
+        if fe:
+            torch._foreach_lerp_(fe, fp, 1.0 - d)
+        for e, p in zip(ema_params, params):   # counters (BN's num_batches_tracked) are copied
+            if not e.is_floating_point():
+                e.copy_(p)
+    return AveragedModel(model, multi_avg_fn=ema_update, use_buffers=True)
+
+
+def epochs_within_budget(epochs: int, done: int, per_epoch_s: float, elapsed_s: float,
+                         budget_s: float, margin: float = 0.97) -> int:
+    """How many epochs (at most ``epochs``, at least ``done``) fit ``budget_s`` when ``done`` have
+    taken ``elapsed_s`` and one more takes ``per_epoch_s``."""
+    more = int(max(0.0, budget_s * margin - elapsed_s) // max(per_epoch_s, 1e-9))
+    return max(done, min(epochs, done + more))
+
+
+@dataclass
+class StopPolicy:
+    """When to stop: a user cancel, a wall-clock budget or ``patience`` epochs without gain.
+
+    Under DDP every rank must take the same decision (or the others wait forever in all_reduce),
+    so the per-batch checks are reduced over ranks.
+    """
+    device: torch.device
+    should_stop: StopFn | None = None
+    budget_s: float | None = None
+    patience: int = 0
+    t_start: float = field(default_factory=time.time)
+    bad_epochs: int = 0
+
+    def check_batch(self) -> str | None:
+        if self.should_stop is None and self.budget_s is None:
+            return None
+        if _any_rank(bool(self.should_stop and self.should_stop()), self.device):
+            return "cancelled"
+        if _any_rank(self.budget_s is not None and time.time() - self.t_start > self.budget_s, self.device):
+            return "time_budget"
+        return None
+
+    def cancelled(self) -> bool:
+        return bool(self.should_stop and self.should_stop())
+
+    def after_epoch(self, improved: bool) -> bool:
+        """True when early stopping says stop."""
+        self.bad_epochs = 0 if improved else self.bad_epochs + 1
+        return bool(self.patience) and self.bad_epochs >= self.patience
+
+
+def train_one_epoch(task: Task, model: nn.Module, batches, optimizer, scheduler, scaler,
+                    config: TrainConfig, device: torch.device, channels_last: bool, ema=None,
+                    policy: StopPolicy | None = None, desc: str = "") -> tuple[dict, int, str | None]:
+    """One pass over ``batches``; returns (summed loss parts, batches run, interruption or None)."""
+    model.train()
+    sums: dict[str, float] = {}
+    n = 0
+    if desc:
+        from tqdm import tqdm
+        batches = tqdm(batches, desc=desc, unit="batch", leave=False)
+    for batch in batches:
+        batch = _to_device(batch, device, channels_last)
+        with autocast(device, config.amp):
+            loss, parts = task.loss(model, batch)
+        if not torch.isfinite(loss):
+            raise MarsamError(f"the {task.kind} loss became {float(loss)}; lower the learning rate (lr) "
+                              "or check the labels")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model.module if hasattr(model, "module") else model)
+        n += 1
+        sums["train_loss"] = sums.get("train_loss", 0.0) + float(loss.detach())
+        for k, v in parts.items():
+            sums[f"train_{k}"] = sums.get(f"train_{k}", 0.0) + v
+        why = policy.check_batch() if policy is not None else None
+        if why:
+            return sums, n, why
+    return sums, n, None
+
+
+class CheckpointKeeper:
+    """Writes ``last``, ``best`` (by val mIoU; the last epoch when there is no validation) and the
+    resumable state after every epoch, on rank 0 only, each atomically."""
+
+    def __init__(self, task: Task, out_dir: Path, ckpt_meta: dict, main: bool):
+        self.task, self.out_dir, self.meta, self.main = task, out_dir, ckpt_meta, main
+        self.best_path, self.last_path = out_dir / "best.safetensors", out_dir / "last.safetensors"
+        self.resume_path = out_dir / "resume.safetensors"
+        self.best_score, self.best_epoch = -1.0, 0
+
+    def save(self, path: Path, model: nn.Module, **meta) -> None:
+        if self.main:
+            save_checkpoint(path, model, self.task.label_spec, self.task.normalization, dict(self.meta, **meta))
+
+    def update_best(self, epoch: int, val: dict | None) -> bool:
+        """Record the epoch's score; True when it is the best so far."""
+        score = val["miou"] if val is not None else float(epoch)   # no val: the last epoch is best
+        score = -1.0 if score != score else score                  # NaN (nothing labelled)
+        if score > self.best_score:
+            self.best_score, self.best_epoch = score, epoch
+            return True
+        return False
+
+    def write(self, epoch: int, model: nn.Module, val: dict | None, improved: bool, history: list[dict],
+              optimizer, train_images: int, raw_model: nn.Module, ema_model: nn.Module | None,
+              bad_epochs: int) -> None:
+        if not self.main:
+            return
+        summary_val = ({"miou": val["miou"], "pixel_accuracy": val["pixel_accuracy"],
+                        "iou_per_class": val["iou_per_class"]} if val else {})
+        meta = dict(epoch=epoch, val=summary_val, train_images=train_images)
+        self.save(self.last_path, model, **meta)
+        if improved:
+            self.save(self.best_path, model, **meta)
+        write_history(self.out_dir, history)
+        _save_state(self.resume_path, raw_model, optimizer,
+                    {"epoch": epoch, "history": history, "best_miou": self.best_score,
+                     "best_epoch": self.best_epoch, "bad_epochs": bad_epochs}, ema_model)
+
+    def finish(self, model: nn.Module, summary: dict) -> None:
+        if not self.main:
+            return
+        if not self.last_path.exists():   # cancelled before the first epoch ended
+            self.save(self.last_path, model, epoch=0, partial_epoch=True)
+        if not self.best_path.exists():
+            atomic_write_bytes(self.best_path, self.last_path.read_bytes())
+        atomic_write_json(self.out_dir / "summary.json", summary)
 
 
 # -- the loop ---------------------------------------------------------------------------------
@@ -281,170 +459,127 @@ def _fit(task, train_ds, val_ds, config, out_dir, progress, should_stop, show_pr
     if cl:
         model = model.to(memory_format=torch.channels_last)
     task.setup(device, train_ds)
-    sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True,
-                                 seed=config.seed, drop_last=False)
-    loader = DataLoader(train_ds, batch_size=config.batch_size, sampler=sampler,
-                        num_workers=config.num_workers, pin_memory=device.type == "cuda")
-    # (no persistent workers: they would keep a copy of the dataset from before set_epoch, and
-    # every epoch would replay the first epoch's augmentations)
-    steps_per_epoch = max(1, len(loader))
-    total_steps = steps_per_epoch * config.epochs
-    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    sampler, batches = make_batches(train_ds, config, device, rank, world, cl)
+    steps_per_epoch = max(1, len(batches))
+    lr_at = WarmupCosine(steps_per_epoch * config.epochs, int(round(config.warmup_epochs * steps_per_epoch)))
+    planned_epochs = config.epochs
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)
-
-    def lr_at(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        t = (step - warmup) / max(1, total_steps - warmup)
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
     use_scaler = device.type == "cuda" and config.amp and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    ema = make_ema(model, config.ema)
+    keeper = CheckpointKeeper(task, out_dir, {"kind": task.kind, "config": config.to_dict(), **task.info}, main)
+    policy = StopPolicy(device, should_stop, config.max_minutes * 60 if config.max_minutes else None,
+                        config.early_stopping)
 
     history: list[dict] = []
-    best_miou, best_epoch, bad_epochs, start_epoch = -1.0, 0, 0, 0
-    resume_path = out_dir / "resume.safetensors"
-    if config.resume and resume_path.is_file():
-        meta = _load_state(resume_path, model, optimizer)
+    start_epoch = 0
+    if config.resume and keeper.resume_path.is_file():
+        meta = _load_state(keeper.resume_path, model, optimizer, ema)
         start_epoch = int(meta["epoch"])
         history = meta.get("history", [])
-        best_miou, best_epoch = float(meta.get("best_miou", -1.0)), int(meta.get("best_epoch", 0))
-        bad_epochs = int(meta.get("bad_epochs", 0))
+        keeper.best_score, keeper.best_epoch = float(meta.get("best_miou", -1.0)), int(meta.get("best_epoch", 0))
+        policy.bad_epochs = int(meta.get("bad_epochs", 0))
         scheduler.last_epoch = start_epoch * steps_per_epoch
         for g, base in zip(optimizer.param_groups, scheduler.base_lrs):
             g["lr"] = base * lr_at(scheduler.last_epoch)
         if main:
-            log.info("resumed from %s at epoch %d", resume_path, start_epoch)
+            log.info("resumed from %s at epoch %d", keeper.resume_path, start_epoch)
 
     ddp_model = model
     if world > 1:
         ddp_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
+    eval_model = ema.module if ema is not None else model
+    val_on_device = val_ds is not None and _device_data_ok(val_ds, config)
 
-    ckpt_meta = {"kind": task.kind, "config": config.to_dict(), **task.info}
-    best_path, last_path = out_dir / "best.safetensors", out_dir / "last.safetensors"
     stopped = "completed"
-    epoch = start_epoch
-    t_start = time.time()
-    budget = config.max_minutes * 60 if config.max_minutes else None
-    over_budget = False
     for epoch in range(start_epoch, config.epochs):
-        if (should_stop and should_stop()) or (stopped == "early_stopping"):
+        if policy.cancelled() or epoch >= planned_epochs:
             break
         sampler.set_epoch(epoch)
+        batches.set_epoch(epoch) if hasattr(batches, "set_epoch") else None
         if hasattr(train_ds, "set_epoch"):
             train_ds.set_epoch(epoch)
-        ddp_model.train()
         t0 = time.time()
-        sums: dict[str, float] = {}
-        n = 0
-        it = loader
-        if show_progress and main:
-            from tqdm import tqdm
-            it = tqdm(loader, desc=f"{task.kind} epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False)
-        cancelled = False
-        for batch in it:
-            batch = _to_device(batch, device, cl)
-            with autocast(device, config.amp):
-                loss, parts = task.loss(ddp_model, batch)
-            if not torch.isfinite(loss):
-                raise MarsamError(f"the {task.kind} loss became {float(loss)} at epoch {epoch + 1}; "
-                                  "lower the learning rate (lr) or check the labels")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            n += 1
-            sums["train_loss"] = sums.get("train_loss", 0.0) + float(loss.detach())
-            for k, v in parts.items():
-                sums[f"train_{k}"] = sums.get(f"train_{k}", 0.0) + v
-            if should_stop is not None or budget is not None:
-                # every rank must take the same decision, or the others wait forever in all_reduce
-                cancel = _any_rank(bool(should_stop and should_stop()), device)
-                late = _any_rank(budget is not None and time.time() - t_start > budget, device)
-                if cancel:
-                    cancelled = True
-                    break
-                if late:
-                    over_budget = True   # end this epoch here; it is still validated and kept
-                    break
+        desc = f"{task.kind} epoch {epoch + 1}/{config.epochs}" if show_progress and main else ""
+        sums, n, interrupted = train_one_epoch(task, ddp_model, batches, optimizer, scheduler, scaler,
+                                               config, device, cl, ema, policy, desc)
         _sync_buffers(model)
+        if ema is not None:
+            _sync_buffers(ema.module)
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
         row.update({k: v / max(n, 1) for k, v in sums.items()})
-        if cancelled:
+        if interrupted == "cancelled":
             stopped = "cancelled"
-            if main:
-                save_checkpoint(last_path, model, task.label_spec, task.normalization,
-                                dict(ckpt_meta, epoch=epoch + 1, partial_epoch=True))
+            keeper.save(keeper.last_path, eval_model, epoch=epoch + 1, partial_epoch=True)
             break
         val = None
         if val_ds is not None and len(val_ds):
-            val = validate(task, model, val_ds, device, config.batch_size, rank, world, cl, config.amp)
+            val = validate(task, eval_model, val_ds, device, config.batch_size, rank, world, cl, config.amp,
+                           val_on_device)
             row["val_miou"] = val["miou"]
             row["val_pixel_accuracy"] = val["pixel_accuracy"]
             row.update({f"val_iou_{k}": v for k, v in val["iou_per_class"].items()})
         row["seconds"] = round(time.time() - t0, 2)
-        if over_budget:
+        row["images_per_second"] = round(min(len(train_ds), n * config.batch_size) / max(row["seconds"], 1e-9), 1)
+        if interrupted == "time_budget":
             row["partial_epoch_batches"] = n
         history.append(row)
-        score = val["miou"] if val is not None else float(epoch)   # no val: the last epoch is best
-        score = -1.0 if score != score else score                  # NaN (nothing labelled)
-        improved = score > best_miou
-        if improved:
-            best_miou, best_epoch, bad_epochs = score, epoch + 1, 0
-        else:
-            bad_epochs += 1
-        if main:
-            summary_val = ({"miou": val["miou"], "pixel_accuracy": val["pixel_accuracy"],
-                            "iou_per_class": val["iou_per_class"]} if val else {})
-            meta = dict(ckpt_meta, epoch=epoch + 1, val=summary_val, train_images=len(train_ds))
-            save_checkpoint(last_path, model, task.label_spec, task.normalization, meta)
-            if improved:
-                save_checkpoint(best_path, model, task.label_spec, task.normalization, meta)
-            write_history(out_dir, history)
-            _save_state(resume_path, model, optimizer,
-                        {"epoch": epoch + 1, "history": history, "best_miou": best_miou,
-                         "best_epoch": best_epoch, "bad_epochs": bad_epochs})
+        if (config.fit_epochs_to_budget and policy.budget_s and interrupted is None
+                and epoch == min(start_epoch + 1, config.epochs - 1)):
+            # the second epoch (the first pays for warm-up: device copies, autotuning) says how many
+            # fit the budget: shorten the plan, and the cosine schedule with it, to that
+            fit_n = epochs_within_budget(config.epochs, epoch + 1, time.time() - t0,
+                                         time.time() - policy.t_start, policy.budget_s)
+            if fit_n < planned_epochs:
+                planned_epochs = fit_n
+                lr_at.total_steps = steps_per_epoch * planned_epochs
+                per_epoch = time.time() - t0
+                if main:
+                    log.warning("%d of %d epochs fit the %s min budget at %.1f s per epoch; training %d",
+                                planned_epochs, config.epochs, config.max_minutes, per_epoch, planned_epochs)
+        improved = keeper.update_best(epoch + 1, val)
+        early = policy.after_epoch(improved)
+        keeper.write(epoch + 1, eval_model, val, improved, history, optimizer, len(train_ds), model,
+                     ema.module if ema is not None else None, policy.bad_epochs)
         if _is_dist():
             dist.barrier()
         if progress:
             progress(epoch + 1, config.epochs, dict(row))
-        if over_budget:
+        if interrupted == "time_budget":
             stopped = "time_budget"
             if main:
                 log.warning("time budget of %s min used up after %d batches of epoch %d; stopping",
                             config.max_minutes, n, epoch + 1)
             break
-        if config.early_stopping and bad_epochs >= config.early_stopping and epoch + 1 < config.epochs:
+        if early and epoch + 1 < planned_epochs:
             stopped = "early_stopping"
             if main:
-                log.info("early stopping at epoch %d (best %d)", epoch + 1, best_epoch)
-    if stopped == "completed" and (not history or history[-1]["epoch"] < config.epochs):
+                log.info("early stopping at epoch %d (best %d)", epoch + 1, keeper.best_epoch)
+            break
+    if stopped == "completed" and (not history or history[-1]["epoch"] < planned_epochs):
         stopped = "cancelled"
 
-    digests = [weight_digest(model)]
+    digests = [weight_digest(eval_model)]
     if _is_dist():
         gathered: list = [None] * world
         dist.all_gather_object(gathered, digests[0])
         digests = gathered
-    best_row = next((r for r in history if r["epoch"] == best_epoch), {})
+    best_row = next((r for r in history if r["epoch"] == keeper.best_epoch), {})
     summary = {"kind": task.kind, "stopped": stopped, "epochs_run": len(history),
-               "best_epoch": best_epoch, "best_val_miou": best_row.get("val_miou"),
+               "best_epoch": keeper.best_epoch, "best_val_miou": best_row.get("val_miou"),
                "train_images": len(train_ds), "val_images": len(val_ds) if val_ds is not None else 0,
                "world_size": world, "device": str(device), "rank_weight_digests": digests,
-               "seconds": round(sum(r.get("seconds", 0) for r in history), 1), **task.info}
-    if main:
-        if not last_path.exists():   # cancelled before the first epoch ended
-            save_checkpoint(last_path, model, task.label_spec, task.normalization,
-                            dict(ckpt_meta, epoch=0, partial_epoch=True))
-        if not best_path.exists():
-            atomic_write_bytes(best_path, last_path.read_bytes())
-        atomic_write_json(out_dir / "summary.json", summary)
+               "epochs_planned": planned_epochs, "ema": config.ema, "seconds": round(sum(r.get("seconds", 0) for r in history), 1),
+               "images_per_second": (round(float(np.median([r["images_per_second"] for r in history])), 1)
+                                     if history else None), **task.info}
+    keeper.finish(eval_model, summary)
     if _is_dist():
         dist.barrier()
-    return TrainResult(out_dir, best_path, last_path, history, best_row, len(history), stopped, summary)
+    return TrainResult(out_dir, keeper.best_path, keeper.last_path, history, best_row, len(history),
+                       stopped, summary)
 
 
 def describe_result(r: TrainResult) -> str:
@@ -452,4 +587,3 @@ def describe_result(r: TrainResult) -> str:
     if r.best_metrics.get("val_miou") is not None:
         s += f", val mIoU {r.best_metrics['val_miou']:.4f}"
     return s
-

@@ -1,0 +1,242 @@
+"""The recipe study: which training choices make a better small model, measured one at a time.
+
+Every variant is the same label-only U-Net student trained in a fixed proxy setting (by default
+128 px, a fixed 1000-image subset of the training split, the same epochs, seed and schedule)
+with ONE change against the first release's recipe ("current": CE, inverse-frequency class
+weights, the basic augmentation, no EMA, full-resolution U-Net). A plain labels-only baseline
+(CE, no class weights, flips only) sits beside it. Each row is validated on the whole validation
+split and records the command that reproduces it, val mIoU, big-rock IoU and wall time.
+
+:func:`choose_recipe` adopts, per group, the variant with the best val mIoU when it beats
+"current" (architectures only among those meeting the CPU speed target), and writes the result as a
+YAML of overrides that ``marsam train --config`` reads on top of a profile.
+
+Distillation choices (the teacher's opinion on unlabelled pixels, two seeds against labels alone)
+need the final teacher and are measured at full size by the shipped-model pipeline
+(``scripts/gpu/train_shipped.sh``), not here.
+
+``marsam experiment recipe --config gpu --data ../shared/data/ai4mars-msl --out runs/recipe``
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from segmodels.atomic import atomic_write_json, atomic_write_text
+from segmodels.errors import MarsamError
+
+from .config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    group: str
+    change: str
+    overrides: dict = field(default_factory=dict)
+    tta: bool = False          #: evaluate with test-time flips (no training change)
+
+
+CURRENT = {"class_weighting": "inverse", "loss": "ce", "augment_policy": "basic", "ema": 0.0,
+           "student_stem_stride": 1, "student_base": 16, "class_weights": True}
+
+
+def default_variants(epochs: int, lr: float) -> list[Variant]:
+    return [
+        Variant("plain-baseline", "baseline", "CE, no class weights, flips only",
+                {"class_weights": False, "augment_policy": "flip"}),
+        Variant("current", "baseline", "first release: CE + inverse weights + basic augmentation"),
+        Variant("weights-none", "weighting", "no class weights", {"class_weights": False, "class_weighting": "none"}),
+        Variant("weights-sqrt", "weighting", "1/sqrt(frequency) weights", {"class_weighting": "sqrt"}),
+        Variant("weights-median", "weighting", "median-frequency weights", {"class_weighting": "median"}),
+        Variant("loss-focal", "loss", "focal loss (gamma 2)", {"loss": "focal"}),
+        Variant("loss-ce+dice", "loss", "CE + Dice", {"loss": "ce+dice"}),
+        Variant("aug-none", "augmentation", "no augmentation", {"augment_policy": "none"}),
+        Variant("aug-strong", "augmentation", "zoom-in crops to 1.6x, rotation 15, gamma, blur",
+                {"augment_policy": "strong"}),
+        Variant("ema", "ema", "EMA of weights (decay 0.995)", {"ema": 0.995}),
+        Variant("epochs-x2", "schedule", f"{2 * epochs} epochs instead of {epochs}", {"epochs": 2 * epochs}),
+        Variant("lr-x3", "schedule", f"peak learning rate x3 ({3 * lr:g})", {"lr": 3 * lr}),
+        Variant("tta-flip", "tta", "current model, test-time horizontal flip averaging", {}, tta=True),
+        Variant("arch-stem2-b16", "architecture", "strided stem, U-Net at half resolution, base 16",
+                {"student_stem_stride": 2}),
+        Variant("arch-stem2-b20", "architecture", "strided stem, base 20 (1.7M params)",
+                {"student_stem_stride": 2, "student_base": 20}),
+    ]
+
+
+def variant_config(base: TrainConfig, v: Variant) -> TrainConfig:
+    o = dict(CURRENT)
+    o.update(v.overrides)
+    return dataclasses.replace(base, distill=False, **o).validate()
+
+
+def variant_command(profile: str, base_overrides: dict, v: Variant, cfg: TrainConfig, out: Path) -> str:
+    sets = dict(base_overrides)
+    o = dict(CURRENT)
+    o.update(v.overrides)
+    sets.update(o)
+    args = " ".join(f"--set {k}={json.dumps(val) if isinstance(val, str) else val}" for k, val in sets.items())
+    cmd = f"marsam train student --no-distill --config {profile} --out {out / v.name} {args}"
+    if v.tta:
+        cmd += f"  # then evaluated with test-time flips (distill.recipe.evaluate_run)"
+    return cmd
+
+
+def _run_one(args) -> dict:
+    """Train one variant (in a worker process) and return its row."""
+    cfg_dict, out, tta, threads = args
+    import torch
+    if threads:
+        torch.set_num_threads(threads)
+    from .config import TrainConfig as TC
+    from .student import train_student
+    cfg = TC(**cfg_dict)
+    t0 = time.time()
+    res = train_student(cfg, out)
+    seconds = time.time() - t0
+    best = res.best_metrics
+    row = {"val_miou": best.get("val_miou"), "seconds": round(seconds, 1),
+           "iou": {k[len("val_iou_"):]: v for k, v in best.items() if k.startswith("val_iou_")},
+           "best_epoch": res.summary.get("best_epoch"), "images_per_second": res.summary.get("images_per_second")}
+    if tta:
+        row.update(evaluate_run(Path(out) / "best.safetensors", cfg, tta=True))
+    return row
+
+
+def evaluate_run(checkpoint: Path, cfg: TrainConfig, tta: bool) -> dict:
+    """Val mIoU and per-class IoU of ``checkpoint`` on the config's validation split."""
+    from segmodels.checkpoints import load_checkpoint
+    from .calibrate import dataset_logits, logits_metrics
+    from .data import open_dataset
+    val = open_dataset(cfg.data, cfg.val_split, cfg.size, cfg.channels, label_spec=cfg.labels,
+                       limit=cfg.val_limit, seed=cfg.seed)
+    ck = load_checkpoint(checkpoint)
+    logits, labels = dataset_logits(ck.model, val, cfg.device if cfg.device != "auto" else None,
+                                    cfg.batch_size, tta=tta)
+    m = logits_metrics(logits, labels, val.label_spec)
+    return {"val_miou": m["miou"], "iou": m["iou_per_class"]}
+
+
+def run_study(base: TrainConfig, out_dir: str | os.PathLike, profile: str = "cpu",
+              base_overrides: dict | None = None, variants: list[Variant] | None = None,
+              parallel: int = 1, threads_per_run: int | None = None) -> dict:
+    """Train every variant (``parallel`` at a time, each in its own process) and write the table."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not base.val_split:
+        raise MarsamError("the recipe study needs a validation split (val_split)")
+    variants = variants or default_variants(base.epochs, base.lr)
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise MarsamError("variant names must be unique")
+    cfgs = [variant_config(base, v) for v in variants]
+    jobs = [(dataclasses.asdict(c), str(out_dir / v.name), v.tta, threads_per_run) for v, c in zip(variants, cfgs)]
+    t0 = time.time()
+    done: dict[str, dict] = {}
+
+    def write() -> dict:
+        # rewritten after every finished variant, so an interrupted study keeps what it measured
+        rows = []
+        for v, c in zip(variants, cfgs):
+            if v.name in done:
+                rows.append({"name": v.name, "group": v.group, "change": v.change, "overrides": v.overrides,
+                             "tta": v.tta, "command": variant_command(profile, base_overrides or {}, v, c, out_dir),
+                             **done[v.name]})
+        study = {"setting": {"profile": profile, "overrides": base_overrides or {}, "size": base.size,
+                             "train_images": base.limit, "val_images": base.val_limit or "all",
+                             "epochs": base.epochs, "batch_size": base.batch_size, "lr": base.lr,
+                             "seed": base.seed, "parallel_runs": parallel},
+                 "rows": rows, "complete": len(rows) == len(variants),
+                 "wall_seconds": round(time.time() - t0, 1), "machine": _machine()}
+        try:
+            study["recipe"] = choose_recipe(rows)
+        except MarsamError as e:
+            study["recipe"] = {"overrides": {}, "why": [str(e)], "test_time_flips": False}
+        atomic_write_json(out_dir / "recipe-study.json", study)
+        atomic_write_text(out_dir / "recipe-study.md", to_markdown(study))
+        atomic_write_text(out_dir / "recipe.yaml", yaml.safe_dump(study["recipe"]["overrides"], sort_keys=True))
+        return study
+    if parallel > 1:
+        import multiprocessing as mp
+        from concurrent.futures import as_completed
+        with ProcessPoolExecutor(parallel, mp_context=mp.get_context("spawn")) as ex:
+            futs = {ex.submit(_run_one, j): v.name for j, v in zip(jobs, variants)}
+            for f in as_completed(futs):
+                done[futs[f]] = f.result()
+                write()
+    else:
+        for j, v in zip(jobs, variants):
+            done[v.name] = _run_one(j)
+            write()
+    return write()
+
+
+def _machine() -> dict:
+    import platform
+    import torch
+    info = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def choose_recipe(rows: list[dict], rock: str = "big rock") -> dict:
+    """Per group, the best variant by val mIoU if it beats "current"; the choices and why."""
+    by = {r["name"]: r for r in rows}
+    cur = by.get("current")
+    if cur is None or cur.get("val_miou") is None:
+        raise MarsamError("the study has no 'current' row to compare against")
+    overrides: dict = {}
+    why = []
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["group"] not in ("baseline", "tta") and r.get("val_miou") is not None:
+            groups.setdefault(r["group"], []).append(r)
+    for g, rs in groups.items():
+        if g == "architecture":
+            # all architectures here meet the CPU speed target; the full-resolution "current" does
+            # not, so the best of them is taken even when it is slightly below current
+            best = max(rs, key=lambda r: r["val_miou"])
+            overrides.update(best["overrides"])
+            why.append(f"{g}: {best['name']} ({best['val_miou']:.4f} vs current {cur['val_miou']:.4f}; "
+                       "chosen among the architectures that meet the speed target)")
+            continue
+        best = max(rs, key=lambda r: r["val_miou"])
+        if best["val_miou"] > cur["val_miou"]:
+            # a longer proxy schedule says "train longer", not "train 2x the proxy's epochs"
+            overrides.update({k: v for k, v in best["overrides"].items() if k != "epochs"})
+            why.append(f"{g}: {best['name']} ({best['val_miou']:.4f} > current {cur['val_miou']:.4f})")
+        else:
+            why.append(f"{g}: keep current ({cur['val_miou']:.4f} >= best {best['name']} {best['val_miou']:.4f})")
+    tta = next((r for r in rows if r["tta"]), None)
+    use_tta = bool(tta and tta.get("val_miou") is not None and tta["val_miou"] > cur["val_miou"])
+    return {"overrides": overrides, "why": why, "test_time_flips": use_tta}
+
+
+def to_markdown(study: dict) -> str:
+    s = study["setting"]
+    partial = "" if study.get("complete", True) else " (INCOMPLETE: interrupted)"
+    lines = [f"# Recipe study{partial} ({s['size']} px, {s['train_images']} training images, {s['epochs']} epochs, "
+             f"val = {s['val_images']} images)", "",
+             f"Machine: {study['machine']}. Wall time of the whole study: {study['wall_seconds']} s "
+             f"({s['parallel_runs']} runs at a time).", "",
+             "| variant | group | change | val mIoU | big-rock IoU | time (s) |", "|---|---|---|---|---|---|"]
+    for r in study["rows"]:
+        rock = r.get("iou", {}).get("big rock")
+        lines.append(f"| {r['name']} | {r['group']} | {r['change']} | "
+                     f"{r['val_miou']:.4f} | {'n/a' if rock is None else f'{rock:.4f}'} | {r['seconds']} |")
+    lines += ["", "Chosen (per group, the best val mIoU if it beats `current`):", ""]
+    lines += [f"- {w}" for w in study["recipe"]["why"]]
+    lines += [f"- test-time flips: {'yes' if study['recipe']['test_time_flips'] else 'no'}", "",
+              "Commands (one per row):", "", "```bash"]
+    lines += [r["command"] for r in study["rows"]]
+    lines += ["```", ""]
+    return "\n".join(lines)

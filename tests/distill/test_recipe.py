@@ -1,0 +1,194 @@
+"""The recipe machinery: device batches and their augmentation, class weightings, Dice, EMA,
+KD on unlabelled pixels, the teacher run once, budget-fitted epochs, temperature calibration,
+the recipe study and the strided-stem student; bad settings refused before training."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from distill import open_dataset, train_student, train_teacher
+from distill.batches import AUGMENT_POLICIES, BatchAugment, DeviceBatches, apply_augment, augment_policy
+from distill.calibrate import calibrate_checkpoint
+from distill.config import load_config
+from distill.losses import class_weights, dice_loss, kd_loss
+from distill.recipe import choose_recipe, default_variants, run_study
+from segmodels import MarsamError, build_model, load_checkpoint
+from segmodels.uncertainty.temperature import fit_temperature, fold_temperature
+
+from distill_testdata import tiny_config
+
+
+def test_device_batches_cover_the_order_and_normalise(folder_data):
+    ds = open_dataset(folder_data, "train", 32)
+    order = [5, 1, 3, 0, 7, 2, 6, 4]
+    got = list(DeviceBatches(ds, torch.device("cpu"), 3, order=order))
+    assert [b["index"].tolist() for b in got] == [[5, 1, 3], [0, 7, 2], [6, 4]]
+    x0 = (ds.image_float(5) - ds.mean) / ds.std
+    assert torch.allclose(got[0]["x"][0, 0], torch.from_numpy(x0), atol=0.02)  # uint8 rounding of the grey mean
+    assert torch.equal(got[0]["y"][0], torch.from_numpy(ds.masks[5].astype(np.int64)))
+
+
+def test_augment_keeps_labels_aligned_and_marks_invented_pixels():
+    # an image whose label is a function of the pixel value: any warp must keep them consistent
+    g = torch.Generator().manual_seed(0)
+    img = torch.zeros(6, 1, 48, 48)
+    img[:, :, :, 24:] = 1.0
+    mask = (img[:, 0] > 0.5).long()
+    aug = dataclasses.replace(AUGMENT_POLICIES["strong"], brightness=0, contrast=0, gamma=0, blur_p=0, noise=0)
+    out, m, _, valid = apply_augment(aug, img, mask, g)
+    lab = m != 255
+    assert lab.any()
+    # away from the edge (bilinear blends there), the label agrees with the warped image
+    agree = ((out[:, 0] > 0.5).long() == m) | ~lab | ((out[:, 0] - 0.5).abs() < 0.45)
+    assert agree.float().mean() > 0.99
+    assert torch.equal(valid, lab)          # every invented pixel is ignored, nothing else
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_augment_is_reproducible_per_seed_and_epoch(folder_data):
+    ds = open_dataset(folder_data, "train", 32)
+    pol = augment_policy("strong")
+
+    def first(epoch):
+        b = DeviceBatches(ds, torch.device("cpu"), 4, augment=pol, seed=3)
+        b.set_epoch(epoch)
+        return next(iter(b))["x"]
+    assert torch.equal(first(0), first(0))
+    assert not torch.equal(first(0), first(1))
+
+
+def test_class_weightings():
+    counts = np.array([400, 200, 100, 50, 0])
+    inv, sq, med = (class_weights(counts, s) for s in ("inverse", "sqrt", "median"))
+    assert class_weights(counts, "none") is None
+    for w in (inv, sq, med):
+        assert w[4] == 0 and torch.isclose(w[:4].mean(), torch.tensor(1.0))
+        assert torch.all(w[:3] <= w[1:4])                    # rarer class, larger weight
+    assert (sq[3] / sq[0]) < (inv[3] / inv[0])               # sqrt is the milder one
+    with pytest.raises(MarsamError, match="unknown class weighting"):
+        class_weights(counts, "log")
+
+
+def test_dice_and_kd_pixels():
+    y = torch.tensor([[[0, 1], [255, 1]]])
+    perfect = torch.tensor([[[[9.0, -9], [0, -9]], [[-9.0, 9], [0, 9]]]])
+    assert dice_loss(perfect, y) < 0.01
+    assert dice_loss(-perfect, y) > 0.7   # all wrong; eps=1 smoothing on 3 labelled pixels leaves 0.75
+    assert dice_loss(perfect, torch.full_like(y, 255)) == 0
+    s, t = torch.randn(1, 2, 2, 2), torch.randn(1, 2, 2, 2)
+    only_labelled = kd_loss(s, t, y)
+    everywhere = kd_loss(s, t, y, pixels=torch.ones_like(y, dtype=torch.bool))
+    assert not torch.isclose(only_labelled, everywhere)
+
+
+def test_bad_training_settings_fail_before_training(folder_data):
+    for key, value, msg in (("loss", "lovasz2", "unknown loss"), ("class_weighting", "log", "unknown class_weighting"),
+                            ("augment_policy", "wild", "unknown augment_policy"), ("kd_pixels", "some", "kd_pixels"),
+                            ("ema", "1.5", "ema must be"), ("student_stem_stride", "3", "student_stem_stride")):
+        with pytest.raises(MarsamError, match=msg):
+            load_config("cpu", {key: value})
+
+
+def test_teacher_of_another_size_is_refused_before_training(folder_data, tmp_path):
+    t = train_teacher(tiny_config(folder_data, epochs=1), tmp_path / "t")
+    with pytest.raises(MarsamError, match="trained at 32 px"):
+        train_student(tiny_config(folder_data, epochs=1, size=48), tmp_path / "s", teacher=t.best)
+
+
+def test_recipe_training_end_to_end(folder_data, tmp_path):
+    """EMA, Dice, sqrt weights, strong augmentation, KD on all pixels with the teacher run once,
+    and the strided-stem student, in one short distillation."""
+    t = train_teacher(tiny_config(folder_data, epochs=1), tmp_path / "t")
+    cfg = tiny_config(folder_data, epochs=2, ema=0.99, loss="ce+dice", class_weighting="sqrt",
+                      augment_policy="strong", kd_pixels="all", teacher_once=True, student_stem_stride=2)
+    r = train_student(cfg, tmp_path / "s", teacher=t.best)
+    ck = load_checkpoint(r.best)
+    assert ck.model_args["stem_stride"] == 2
+    assert ck.training["teacher_once"] and ck.training["kd_pixels"] == "all"
+    assert ck.training["class_weighting"] == "sqrt"
+    hist = r.history
+    assert "train_dice" in hist[0] and "train_kd" in hist[0]
+    assert r.summary["ema"] == 0.99
+
+
+def test_epochs_within_budget():
+    from distill.train_loop import epochs_within_budget
+    # 2 epochs done in 20 s, 10 s each, 100 s budget (97 usable): 7 more fit
+    assert epochs_within_budget(60, 2, 10.0, 20.0, 100.0) == 9
+    assert epochs_within_budget(5, 2, 10.0, 20.0, 100.0) == 5      # never more than asked
+    assert epochs_within_budget(60, 2, 10.0, 150.0, 100.0) == 2    # already over: stop at what is done
+
+
+def test_fit_epochs_to_budget_records_the_plan(folder_data, tmp_path):
+    cfg = tiny_config(folder_data, epochs=2, max_minutes=30, fit_epochs_to_budget=True)
+    r = train_teacher(cfg, tmp_path / "t")
+    assert r.summary["epochs_planned"] == 2 and r.stopped == "completed"
+
+
+def test_temperature_fit_and_fold(folder_data, tmp_path):
+    torch.manual_seed(0)
+    z = torch.randn(20000, 3) * 2.0                        # calibrated by construction:
+    y = torch.multinomial(torch.softmax(z, 1), 1)[:, 0]    # labels drawn from softmax(z)
+    t = fit_temperature(z * 4, y)                          # 4x over-confident logits
+    assert 3.6 < t < 4.4
+    m = build_model("unet", in_channels=1, num_classes=3, base=4).eval()
+    x = torch.randn(1, 1, 32, 32)
+    before = m(x)
+    after = fold_temperature(m, 2.0)(x)
+    assert torch.allclose(after, before / 2.0, atol=1e-5)
+    with pytest.raises(MarsamError, match="no labelled pixel"):
+        fit_temperature(z, torch.full_like(y, 255))
+
+
+def test_calibrate_checkpoint_keeps_accuracy(folder_data, tmp_path):
+    r = train_teacher(tiny_config(folder_data, epochs=2), tmp_path / "t")
+    val = open_dataset(folder_data, "val", 32)
+    try:
+        rep = calibrate_checkpoint(r.best, val, tmp_path / "cal.safetensors")
+    except MarsamError as e:          # a 2-epoch model may be too close to guessing to calibrate
+        assert "outside [0.05, 20]" in str(e)
+        return
+    ck = load_checkpoint(tmp_path / "cal.safetensors")
+    assert ck.training["calibration"]["temperature"] == rep["temperature"]
+    assert rep["ece_after"] <= rep["ece_before"] + 1e-6
+    with pytest.raises(MarsamError, match="already calibrated"):
+        calibrate_checkpoint(tmp_path / "cal.safetensors", val, tmp_path / "cal2.safetensors")
+
+
+def test_recipe_study_writes_table_and_choice(folder_data, tmp_path):
+    cfg = tiny_config(folder_data, epochs=1)
+    vs = [v for v in default_variants(1, cfg.lr) if v.name in ("current", "weights-sqrt", "tta-flip",
+                                                                "arch-stem2-b16")]
+    study = run_study(cfg, tmp_path / "study", variants=vs)
+    md = (tmp_path / "study" / "recipe-study.md").read_text()
+    assert study["complete"] and len(study["rows"]) == 4
+    for v in vs:
+        assert f"| {v.name} |" in md
+    assert "marsam train student --no-distill" in md
+    assert study["recipe"]["overrides"]["student_stem_stride"] == 2
+    assert json.loads((tmp_path / "study" / "recipe-study.json").read_text())["rows"][0]["val_miou"] is not None
+
+
+def test_choose_recipe_rules():
+    rows = [{"name": "current", "group": "baseline", "val_miou": 0.5, "overrides": {}, "tta": False},
+            {"name": "w", "group": "weighting", "val_miou": 0.55, "overrides": {"class_weighting": "sqrt"}, "tta": False},
+            {"name": "l", "group": "loss", "val_miou": 0.45, "overrides": {"loss": "focal"}, "tta": False},
+            {"name": "e", "group": "schedule", "val_miou": 0.6, "overrides": {"epochs": 40}, "tta": False},
+            {"name": "t", "group": "tta", "val_miou": 0.52, "overrides": {}, "tta": True}]
+    r = choose_recipe(rows)
+    assert r["overrides"] == {"class_weighting": "sqrt"} and r["test_time_flips"]
+    with pytest.raises(MarsamError, match="no 'current'"):
+        choose_recipe(rows[1:])
+
+
+def test_strided_stem_student_shapes():
+    m = build_model("unet", in_channels=1, num_classes=4, base=8, stem_stride=2)
+    for hw in ((64, 64), (50, 70)):
+        assert m(torch.randn(2, 1, *hw)).shape == (2, 4, *hw)
+        assert m.features(torch.randn(1, 1, *hw)).shape[-2:] == hw
+    with pytest.raises(MarsamError, match="stem_stride"):
+        build_model("unet", stem_stride=4)
