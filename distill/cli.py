@@ -184,7 +184,7 @@ def _calibrate(args) -> int:
     if not data:
         raise MarsamError("the checkpoint does not name its dataset; give --data")
     size = args.size or cfg.get("size") or 256
-    ds = open_dataset(data, args.split, size, int(ck.normalization.get("in_channels", 1)),
+    ds = open_dataset(data, args.split, size, ck.normalization.in_channels,
                       label_spec=ck.label_spec, limit=args.limit, progress=True)
     out = Path(args.out or Path(args.checkpoint).with_name(Path(args.checkpoint).stem + "-calibrated.safetensors"))
     if out.resolve() == Path(args.checkpoint).resolve():
