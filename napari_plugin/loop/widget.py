@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox
 
-from segmodels.checkpoints import load_checkpoint
+from segmodels.predictors import load_predictor
 from segmodels.errors import MarsamError
 
 from ..annotator.layers import box_vertices, class_color
@@ -56,7 +56,7 @@ class LoopWidget(Container):
         super().__init__(scrollable=False)
         self.viewer = viewer
         self.state = state or MarsamState.for_viewer(viewer)
-        self.checkpoint = None             # the model the loop predicts with (a segmodels Checkpoint)
+        self.checkpoint = None             # the model the loop predicts with (a segmodels Predictor)
         self.last_training = None          # distill's TrainResult of the last run
         self.ranking: suggest.Ranking | None = None
         self.kind = ComboBox(label="model", choices=[DECODER_CHOICE, STUDENT_CHOICE], value=DECODER_CHOICE,
@@ -141,7 +141,7 @@ class LoopWidget(Container):
 
         def work(job):
             result = training.train_session_decoder(session, sam, cache, epochs, job, **settings)
-            ckpt = load_checkpoint(result.best) if result.stopped != "cancelled" else None
+            ckpt = load_predictor(result.best) if result.stopped != "cancelled" else None
             return result, ckpt
 
         def done(out):
@@ -182,7 +182,7 @@ class LoopWidget(Container):
 
         def work(job):
             result = training.train_session_student(session, epochs, job, **settings)
-            return result, (load_checkpoint(result.best) if result.stopped != "cancelled" else None)
+            return result, (load_predictor(result.best) if result.stopped != "cancelled" else None)
 
         def done(out):
             result, ckpt = out
@@ -191,7 +191,7 @@ class LoopWidget(Container):
                 warn(f"marsam: fine-tuning cancelled after {result.epochs_run} epoch(s); the previous model is kept")
                 return
             self.checkpoint = ckpt
-            init = ckpt.training.get("init", {})
+            init = ckpt.checkpoint.training.get("init", {})
             self.model_info.value = (f"shipped student fine-tuned on {n} image(s), {result.epochs_run} epochs"
                                      + (", new head for this session's classes" if init.get("new_head") else "")
                                      + f"\n{result.best}")
@@ -208,7 +208,7 @@ class LoopWidget(Container):
 
         def work(job):
             job.message = "predicting"
-            with job.watch(ckpt.model):
+            with job.watch(ckpt.module):
                 return models.run_prediction(ckpt, image.data, engine, label_spec=spec)
 
         def done(result):
@@ -314,7 +314,7 @@ class LoopWidget(Container):
             return models.run_prediction(ckpt, img, engine, label_spec=spec)
 
         def work(job):
-            with job.watch(ckpt.model):
+            with job.watch(ckpt.module):
                 return suggest.rank_by_uncertainty(paths, predict_one, job)
 
         def done(ranking):

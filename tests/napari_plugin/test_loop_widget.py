@@ -171,7 +171,7 @@ def test_fine_tune_the_shipped_student_on_the_session(labelled, qtbot, wait_idle
     _wait(qtbot, loop, 400000)
     ck = loop.checkpoint
     assert ck is not None and ck.model_name == "unet"
-    init = ck.training["init"]
+    init = ck.checkpoint.training["init"]
     assert init["model"] == "unet" and init["kept_tensors"] > 100 and init["new_head"] is False
     assert Path(ann.state.session.folder) in Path(loop.last_training.best).parents
     ann.go_to(3)
