@@ -43,12 +43,19 @@ def max_prob_uncertainty(probs: np.ndarray | torch.Tensor, dim: int = 0) -> np.n
 
 def single_pass_maps(probs: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Labels (uint8 argmax), predictive entropy (nats) and confidence (max probability) of one
-    K x H x W probability map, all three from the same tensor in one pass: one max over the
-    classes gives labels and confidence, ``xlogy`` gives the entropy without a clamped copy.
-    A float32 numpy input is read in place (no copy)."""
+    K x H x W probability map, all three from the same probabilities in one pass: one max over
+    the classes gives labels and confidence, ``xlogy`` gives the entropy without a clamped copy.
+    A float32 numpy input is read in place, in blocks of 256 rows (temporaries of a block)."""
     t = _as_tensor(probs)
     if t.dtype != torch.float32:
         t = t.float()
-    conf, labels = t.max(dim=0)
-    ent = torch.special.xlogy(t, t).sum(dim=0).neg_().clamp_min_(0.0)
-    return labels.to(torch.uint8).numpy(), ent.numpy(), conf.numpy()
+    h, w = t.shape[1:]
+    labels = torch.empty((h, w), dtype=torch.uint8)
+    ent = torch.empty((h, w), dtype=torch.float32)
+    conf = torch.empty((h, w), dtype=torch.float32)
+    for r in range(0, h, 256):
+        block = t[:, r:r + 256].cpu()
+        c, lab = block.max(dim=0)
+        conf[r:r + 256], labels[r:r + 256] = c, lab
+        ent[r:r + 256] = torch.special.xlogy(block, block).sum(dim=0).neg_().clamp_min_(0.0)
+    return labels.numpy(), ent.numpy(), conf.numpy()

@@ -164,7 +164,7 @@ def test_single_pass_maps_agree_with_the_separate_measures():
     import torch
     from segmodels.uncertainty import max_prob_uncertainty, predictive_entropy, single_pass_maps
     rng = np.random.default_rng(0)
-    logits = rng.normal(size=(4, 33, 17)).astype(np.float32) * 3
+    logits = rng.normal(size=(4, 530, 17)).astype(np.float32) * 3       # more than two blocks of rows
     probs = torch.softmax(torch.from_numpy(logits), 0).numpy()
     probs[:, 0, 0] = [1, 0, 0, 0]                                  # a certain pixel: entropy exactly 0
     labels, ent, conf = single_pass_maps(probs)
