@@ -43,13 +43,24 @@ def diverging_colormap():
 @contextlib.contextmanager
 def keep_active(viewer):
     """Adding a layer makes it the active one; keep the user's (e.g. the annotator's boxes, so
-    drawing continues after a prediction appears)."""
-    active = viewer.layers.selection.active
+    drawing continues after a prediction appears). The selection's events are held back while
+    layers are added: otherwise napari lays out and shows each new layer's controls for the
+    moment it is selected, the longest Qt stall of a first prediction (1.4 s under load,
+    benchmarks/bench_napari_loop.py); one event at the end brings the view back in step."""
+    selection = viewer.layers.selection
+    active = selection.active
     try:
-        yield
+        with selection.events.blocker_all():
+            yield
     finally:
         if active is not None and active in viewer.layers:
-            viewer.layers.selection.active = active
+            if selection.active is active:
+                selection.active = None          # make the restore below an actual change
+            selection.active = active
+        elif selection.active is not None:
+            current = selection.active
+            selection.active = None
+            selection.active = current
 
 
 def _placement(ref_layer) -> dict:
