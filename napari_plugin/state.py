@@ -47,6 +47,16 @@ class CurrentImage:
     key: object = None      # how the session names it (set once the session knows the image)
 
 
+def unproxied(viewer):
+    """The viewer itself when napari hands a widget a ``PublicOnlyProxy`` of it (Plugins menu).
+
+    The proxy wraps every layer it returns in a fresh proxy, so a layer a widget keeps would no
+    longer be ``is``-identical to the one in ``viewer.layers``, and each widget would get its own
+    :class:`MarsamState`. marsam reads no private napari attribute, which is what the proxy guards.
+    """
+    return getattr(viewer, "__wrapped__", viewer)
+
+
 _STATES: "weakref.WeakKeyDictionary[object, MarsamState]" = weakref.WeakKeyDictionary()
 
 
@@ -72,6 +82,7 @@ class MarsamState:
     @classmethod
     def for_viewer(cls, viewer) -> "MarsamState":
         """The state of ``viewer``, created on first use; widgets of one viewer share it."""
+        viewer = unproxied(viewer)
         state = _STATES.get(viewer)
         if state is None:
             state = _STATES[viewer] = cls()

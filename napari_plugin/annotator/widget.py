@@ -7,15 +7,16 @@ once (in a worker thread) and painted into the ``labels`` layer in the label spe
 Moving or resizing a box segments it again, deleting it removes its pixels, points in the
 ``points`` layer refine the box they lie in, and every change is saved into the session.
 """
-from __future__ import annotations
+# No `from __future__ import annotations` here: napari opens a dock widget from the Plugins menu by
+# reading the *object* annotation `Viewer` of __init__ to inject the viewer (a string would not match).
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from napari.layers import Image
 from napari.layers.base._base_constants import ActionType
+from napari.viewer import Viewer
 
 from segmodels.errors import MarsamError
 from segmodels.images import list_images, load_image
@@ -23,15 +24,12 @@ from segmodels.images import list_images, load_image
 from .. import workers
 from ..keybindings import bind_shortcuts
 from ..notify import guarded, info, user_errors, warn
-from ..state import CurrentImage, EngineConfig, MarsamState
+from ..state import CurrentImage, EngineConfig, MarsamState, unproxied
 from . import layers as L
 from . import project
 from .autosave import Autosaver
 from .controller import AnnotatorController
 from .controls import AnnotatorControls, short
-
-if TYPE_CHECKING:
-    import napari
 
 _DONE = (ActionType.ADDED, ActionType.CHANGED, ActionType.REMOVED)
 
@@ -39,7 +37,8 @@ _DONE = (ActionType.ADDED, ActionType.CHANGED, ActionType.REMOVED)
 class AnnotatorWidget(AnnotatorControls):
     """Box-prompt annotator docked in ``viewer``; ``state`` is shared with marsam's other widgets."""
 
-    def __init__(self, viewer: "napari.viewer.Viewer", state: MarsamState | None = None):  # noqa: F821
+    def __init__(self, viewer: Viewer, state: MarsamState | None = None):
+        viewer = unproxied(viewer)
         self.viewer = viewer
         self.state = state or MarsamState.for_viewer(viewer)
         self.controller: AnnotatorController | None = None

@@ -7,10 +7,12 @@ opacity 0.6, named after the method, class and model so two models' maps can be 
 toggling layers. Attention gates come as one stacked layer (a slider walks the gates). Every
 method runs in a worker with a progress bar and a Cancel button.
 """
-from __future__ import annotations
+# No `from __future__ import annotations` here: napari opens a dock widget from the Plugins menu by
+# reading the *object* annotation `Viewer` of __init__ to inject the viewer (a string would not match).
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, LineEdit, PushButton, SpinBox
+from napari.viewer import Viewer
 
 from segmodels.errors import MarsamError
 from segmodels.predictors import check_label_spec
@@ -19,7 +21,7 @@ from ..notify import guarded, info
 from ..predict import layers as PL
 from ..predict.panel import JobPanel
 from ..predict.widget import ModelChooser, checked_image_layer, follow_image, image_layer_choices
-from ..state import MarsamState
+from ..state import MarsamState, unproxied
 from . import methods as M
 
 COLORMAPS = {M.SIGNED: "diverging", M.POSITIVE: PL.HEAT, M.UNIT: PL.HEAT, M.NATS: PL.UNCERTAINTY}
@@ -33,7 +35,8 @@ def colormap_for(display: str):
 class ExplainWidget(Container):
     """Explanation and uncertainty maps of a marsam model on an image layer."""
 
-    def __init__(self, viewer: "napari.viewer.Viewer", state: MarsamState | None = None):  # noqa: F821
+    def __init__(self, viewer: Viewer, state: MarsamState | None = None):
+        viewer = unproxied(viewer)
         super().__init__(scrollable=False)
         self.viewer = viewer
         self.state = state or MarsamState.for_viewer(viewer)

@@ -16,12 +16,14 @@ model is least sure.
 The annotator (part 1) owns images, boxes and the session; this widget finds it among the
 viewer's docked widgets and shares its :class:`~napari_plugin.state.MarsamState`.
 """
-from __future__ import annotations
+# No `from __future__ import annotations` here: napari opens a dock widget from the Plugins menu by
+# reading the *object* annotation `Viewer` of __init__ to inject the viewer (a string would not match).
 
 from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox
+from napari.viewer import Viewer
 
 from segmodels.predictors import load_predictor
 from segmodels.errors import MarsamError
@@ -31,7 +33,7 @@ from ..notify import guarded, info, warn
 from ..predict import layers as PL
 from ..predict import models
 from ..predict.panel import JobPanel
-from ..state import MarsamState
+from ..state import MarsamState, unproxied
 from . import suggest, training
 
 SUGGESTIONS_NAME = "suggested boxes"
@@ -52,7 +54,8 @@ def find_annotator(viewer):
 class LoopWidget(Container):
     """Train -> suggest -> accept -> next most uncertain, on the annotator's session."""
 
-    def __init__(self, viewer: "napari.viewer.Viewer", state: MarsamState | None = None):  # noqa: F821
+    def __init__(self, viewer: Viewer, state: MarsamState | None = None):
+        viewer = unproxied(viewer)
         super().__init__(scrollable=False)
         self.viewer = viewer
         self.state = state or MarsamState.for_viewer(viewer)

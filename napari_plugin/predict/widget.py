@@ -3,18 +3,20 @@ domain decoders included) run on an image layer, shown as a prediction Labels la
 spec's colours plus entropy / confidence Image layers. Loading and predicting run in a worker
 (:class:`~.panel.JobPanel`); this module only wires controls to :mod:`.models` and :mod:`.layers`.
 """
-from __future__ import annotations
+# No `from __future__ import annotations` here: napari opens a dock widget from the Plugins menu by
+# reading the *object* annotation `Viewer` of __init__ to inject the viewer (a string would not match).
 
 from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox
 from napari.layers import Image
+from napari.viewer import Viewer
 
 from segmodels.errors import MarsamError
 
 from ..notify import guarded, info
-from ..state import MarsamState
+from ..state import MarsamState, unproxied
 from . import layers as PL
 from . import models
 from .panel import JobPanel
@@ -95,7 +97,8 @@ class ModelChooser(Container):
 class PredictWidget(Container):
     """Predict the labels of an image layer with a marsam model."""
 
-    def __init__(self, viewer: "napari.viewer.Viewer", state: MarsamState | None = None):  # noqa: F821
+    def __init__(self, viewer: Viewer, state: MarsamState | None = None):
+        viewer = unproxied(viewer)
         super().__init__(scrollable=False)
         self.viewer = viewer
         self.state = state or MarsamState.for_viewer(viewer)

@@ -80,3 +80,60 @@ def test_launch_opens_a_folder_with_the_annotator_docked(tmp_path, qtbot, wait_i
         assert "background" in w.legend.value and "Alt-2" in w.legend.value
     finally:
         viewer.close()
+
+
+def _manifest_widgets() -> list[str]:
+    from npe2 import PluginManifest
+    return [w.display_name for w in PluginManifest.from_file(MANIFEST).contributions.widgets]
+
+
+@pytest.mark.parametrize("name", _manifest_widgets())
+def test_every_manifest_widget_opens_from_the_plugins_menu(make_napari_viewer, name):
+    """What Plugins > marsam > NAME does: napari builds the widget itself and injects the viewer."""
+    viewer = make_napari_viewer()
+    dock, widget = viewer.window.add_plugin_dock_widget("marsam", name)
+    assert dock is not None and widget.viewer is viewer
+
+
+def test_widgets_opened_from_the_menu_share_one_state_and_label(make_napari_viewer, tmp_path, wait_idle):
+    """All four from the Plugins menu in one viewer: one shared state, and a box still paints labels."""
+    from annotate.engines import GrabCutEngine
+    from napari_plugin.loop.widget import find_annotator
+    viewer = make_napari_viewer()
+    widgets = {name: viewer.window.add_plugin_dock_widget("marsam", name)[1] for name in _manifest_widgets()}
+    assert len({id(w.state) for w in widgets.values()}) == 1
+    ann = widgets["Annotator"]
+    assert find_annotator(viewer) is ann
+    viewer.open_sample("marsam", "moon")
+    ann.session_dir.value = tmp_path / "session"
+    ann.use_engine(GrabCutEngine())
+    ann.use_layer(viewer.layers["moon"])
+    ann.shapes.add_rectangles(np.array([[200, 200], [320, 330]]))
+    wait_idle(ann)
+    assert (np.asarray(ann.labels_layer.data)[200:321, 200:331] != 255).any()
+
+
+def test_napari_w_marsam_opens_the_annotator(tmp_path):
+    """The README's `napari -w marsam`, as a process of its own (a display is needed: Xvfb in CI)."""
+    import os
+    import subprocess
+    import sys
+    if not os.environ.get("DISPLAY"):
+        pytest.skip("no display (run under xvfb-run)")
+    # napari's own `napari -w marsam` code path (napari.__main__.main), with napari.run replaced by a
+    # function that lists the docked widgets and closes the viewer instead of entering the event loop
+    script = ("import sys, napari\n"
+              "def listed(**kw):\n"
+              "    v = napari.current_viewer()\n"
+              "    print('DOCKS', list(v.window.dock_widgets), flush=True)\n"
+              "    v.close()\n"
+              "napari.run = listed\n"
+              "sys.argv = ['napari', '-w', 'marsam']\n"
+              "from napari.__main__ import main\n"
+              "main()\n")
+    env = dict(os.environ, MARSAM_CACHE_DIR=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240, env=env)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    assert "Error" not in out, out[-3000:]
+    assert "DOCKS" in out and "Annotator" in out.split("DOCKS", 1)[1], out[-3000:]
