@@ -46,8 +46,15 @@ def _progress(items, progress: bool, desc: str):
 
 
 def annotate_session(session: Session, engine: PromptEngine, boxes: dict[Path, list[BoxPrompt]],
-                     redo: bool = False, progress: bool = True) -> BatchSummary:
-    """Label every session image that has boxes; ``boxes`` maps image paths to their prompts."""
+                     redo: bool = False, progress: bool = True, complete: bool | None = None) -> BatchSummary:
+    """Label every session image that has boxes; ``boxes`` maps image paths to their prompts.
+
+    ``complete``: whether the boxes mark every object, so the rest of each image is background.
+    None: yes when the label spec has a ``background`` class (objects such as pits, the way
+    box-annotated object datasets are meant), no for terrain specs.
+    """
+    if complete is None:
+        complete = session.label_spec.background_id is not None
     t0 = time.perf_counter()
     s = BatchSummary()
     wanted = {Path(p).resolve(): b for p, b in boxes.items()}
@@ -63,7 +70,8 @@ def annotate_session(session: Session, engine: PromptEngine, boxes: dict[Path, l
         try:
             image = load_image(path)
             label_map = label_image(engine, image, prompts)
-            session.set_result(path, prompts, label_map, status="done", engine=engine.name, model=model_name)
+            session.set_result(path, prompts, label_map, status="done", engine=engine.name, model=model_name,
+                               complete=complete)
         except DiskFullError:
             raise  # every further write would fail too; what is saved stays intact
         except MarsamError as e:

@@ -52,8 +52,8 @@ class _Classes:
             return self.spec.class_id(key)
         except MarsamError:
             raise MarsamError(f"unknown class {key!r} in the box file; label spec {self.spec.name!r} has "
-                              f"{', '.join(self.spec.classes)}; choose another --labels spec or map the "
-                              "class names (class_map)") from None
+                              f"{', '.join(self.spec.classes)}; choose another --labels spec, or a label-spec "
+                              "YAML whose box_classes maps the file's classes") from None
 
 
 class _Reader:
@@ -264,26 +264,36 @@ def _read_coco(path: Path, classes: _Classes, images_dir, problems) -> dict[str,
     return r.out
 
 
+def find_data_yaml(start) -> Path | None:
+    """The nearest YOLO ``data.yaml`` to a labels folder or box file (it, its parent, grandparent)."""
+    start = Path(start)
+    start = start if start.is_dir() else start.parent
+    for d in (start, *start.parents[:2]):
+        if (d / "data.yaml").is_file():
+            return d / "data.yaml"
+    return None
+
+
 def _yolo_names(start: Path) -> list[str] | None:
     """Class names from the nearest data.yaml (YOLO's dataset file), if any."""
     import yaml
-    for d in (start, *start.parents[:2]):
-        f = d / "data.yaml"
-        if f.is_file():
-            try:
-                doc = yaml.safe_load(f.read_text(encoding="utf-8"))
-            except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
-                raise MarsamError(f"{f} is not valid YAML ({str(e).splitlines()[0]})") from None
-            except OSError as e:
-                raise MarsamError(f"{f} cannot be read ({e.strerror or e})") from None
-            names = doc.get("names") if isinstance(doc, dict) else None
-            if isinstance(names, dict):
-                try:
-                    return [str(names[k]) for k in sorted(names)]
-                except TypeError:
-                    raise MarsamError(f"{f}: names must be a list or a mapping of class ids to names") from None
-            if isinstance(names, list):
-                return [str(n) for n in names]
+    f = find_data_yaml(start)
+    if f is None:
+        return None
+    try:
+        doc = yaml.safe_load(f.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
+        raise MarsamError(f"{f} is not valid YAML ({str(e).splitlines()[0]})") from None
+    except OSError as e:
+        raise MarsamError(f"{f} cannot be read ({e.strerror or e})") from None
+    names = doc.get("names") if isinstance(doc, dict) else None
+    if isinstance(names, dict):
+        try:
+            return [str(names[k]) for k in sorted(names)]
+        except TypeError:
+            raise MarsamError(f"{f}: names must be a list or a mapping of class ids to names") from None
+    if isinstance(names, list):
+        return [str(n) for n in names]
     return None
 
 

@@ -1,6 +1,7 @@
 """``marsam embed`` and ``marsam annotate``: the batch side of SAM box annotation."""
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -50,15 +51,38 @@ def _pairs(images: list[str], boxes: list[str]) -> list[tuple[str, str]]:
                       "per image folder, or one for all")
 
 
+def _label_spec(args):
+    """(spec, box-class mapping, where it came from): --labels (a built-in name or a YAML file), else
+    the YOLO data.yaml next to the box files (its classes kept, background first), else AI4Mars."""
+    from segmodels.labels import AI4MARS, get_label_spec, read_label_yaml
+    from .boxfiles import find_data_yaml
+    if args.labels:
+        if str(args.labels).lower().endswith((".yaml", ".yml")):
+            spec, class_map = read_label_yaml(args.labels)
+            return spec, class_map, args.labels
+        return get_label_spec(args.labels), None, "--labels"
+    if args.format == "yolo":
+        found = {find_data_yaml(b) for b in args.boxes} - {None}
+        if len(found) == 1:
+            path = found.pop()
+            return read_label_yaml(path)[0], None, str(path)
+    return AI4MARS, None, "the default (give --labels NAME|FILE.yaml)"
+
+
 def _annotate(args) -> int:
     from segmodels.images import list_images
-    from segmodels.labels import get_label_spec
     from .batch import annotate_session
     from .boxfiles import images_with_boxes, read_boxes
     from .embeddings import EmbeddingCache
     from .engines import make_engine
     from .session import Session
-    spec = get_label_spec(args.labels)
+    spec, class_map, spec_from = _label_spec(args)
+    complete = args.complete if args.complete is not None else spec.background_id is not None
+    if complete and spec.background_id is None:
+        raise MarsamError(f"label spec {spec.name!r} has no 'background' class, so --complete cannot fill the "
+                          "unboxed pixels; drop --complete or use a spec with a background class")
+    if not args.json:
+        print(f"labels: {spec.name} ({', '.join(spec.classes)}) from {spec_from}", flush=True)
     problems: list[str] = []
     all_images, boxes = [], {}
     for images_dir, box_path in _pairs(args.images, args.boxes):
@@ -66,7 +90,8 @@ def _annotate(args) -> int:
         if not imgs:
             raise MarsamError(f"no images (png, jpg, tif, ...) in {images_dir}")
         all_images += imgs
-        read = read_boxes(box_path, args.format, images_dir=images_dir, label_spec=spec, problems=problems)
+        read = read_boxes(box_path, args.format, images_dir=images_dir, label_spec=spec, class_map=class_map,
+                          problems=problems)
         boxes.update(images_with_boxes(read, imgs))
     cache = EmbeddingCache(args.cache_dir) if args.engine == "sam" else None
     engine = make_engine(args.engine, args.sam_model_type, args.sam_checkpoint, args.device, cache=cache)
@@ -75,12 +100,15 @@ def _annotate(args) -> int:
               f"({getattr(engine, 'fallback_reason', '')})")
     session = Session.open_or_create(args.out, all_images, spec, engine=engine.name,
                                      model=getattr(engine, "model_name", None))
+    if not args.json:
+        print(f"unboxed pixels: {'background (complete images)' if complete else 'unlabelled'}", flush=True)
     try:
-        s = annotate_session(session, engine, boxes, redo=args.redo, progress=not args.quiet)
+        s = annotate_session(session, engine, boxes, redo=args.redo, progress=not args.quiet, complete=complete)
     finally:
         session.close()
     counts = session.counts()
     summary = {"session": str(args.out), "engine": engine.name, "images": len(session.image_paths),
+               "label_spec": spec.name, "classes": list(spec.classes), "complete": complete,
                **s.to_dict(), "box_file_problems": problems, "session_problems": session.problems,
                "session_counts": counts}
     if args.json:
@@ -123,7 +151,13 @@ def register(sub) -> None:
     p.add_argument("--engine", default="sam", choices=("sam", "grabcut"),
                    help="sam (falls back to grabcut with a warning when no checkpoint exists) or grabcut")
     _add_model_args(p)
-    p.add_argument("--labels", default="ai4mars", help="label spec: ai4mars (default) or hirise-pits")
+    p.add_argument("--labels", default=None,
+                   help="label spec: ai4mars, hirise-pits (all pit types as one 'pit') or a YAML file "
+                        "(classes: [background, ...]; a YOLO data.yaml works). Default: the box files' "
+                        "data.yaml when there is one (its classes kept, background first), else ai4mars")
+    p.add_argument("--complete", action=argparse.BooleanOptionalAction, default=None,
+                   help="the boxes mark every object, so unboxed pixels are background (default: yes when "
+                        "the spec has a 'background' class, e.g. pits; no for terrain specs)")
     p.add_argument("--cache-dir", default=None, help="embedding cache (default $MARSAM_CACHE_DIR/embeddings)")
     p.add_argument("--redo", action="store_true", help="relabel images already done")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -167,6 +167,20 @@ def detect_model_type(state_dict: dict) -> str | None:
     return None
 
 
+def _why_unloadable(e: Exception) -> str:
+    """One whole sentence for why torch.load refused a file (torch's own messages run to pages;
+    cutting them at a fixed length left the user half a sentence)."""
+    msg = str(e)
+    if "Weights only load failed" in msg:
+        return ("it holds pickled Python objects, which marsam never unpickles (torch.load with "
+                "weights_only=True)")
+    first = next((line.strip() for line in msg.splitlines() if line.strip()), "")
+    if len(first) > 200:
+        first = first[:200].rsplit(" ", 1)[0] + " ..."
+    return (f"it is damaged or not a PyTorch file ({type(e).__name__}: {first})" if first
+            else f"it is damaged or not a PyTorch file ({type(e).__name__})")
+
+
 def read_state_dict(path: str | os.PathLike, mmap: bool = False) -> dict:
     """The state dict of an official SAM ``.pth``, read with ``weights_only`` (no code is unpickled).
 
@@ -185,8 +199,8 @@ def read_state_dict(path: str | os.PathLike, mmap: bool = False) -> dict:
                 raise
             obj = torch.load(str(p), map_location="cpu", weights_only=True)   # old format: no mmap
     except Exception as e:  # unpickling refused or a damaged file
-        raise MarsamError(f"cannot load SAM checkpoint {p} ({type(e).__name__}: {str(e)[:120]}); it is damaged "
-                          "or not a PyTorch file: use an official segment-anything .pth (a plain state dict)") from None
+        raise MarsamError(f"cannot load SAM checkpoint {p}: {_why_unloadable(e)}; use an official "
+                          "segment-anything .pth (a plain state dict)") from None
     if isinstance(obj, dict) and PATCH_KEY not in obj:
         for k in ("model", "state_dict"):
             if isinstance(obj.get(k), dict):

@@ -6,6 +6,12 @@ Layout::
                                 points, status, engine and model used; the label spec
     SESSION/labels/<stem>.png   uint8 label maps in the AI4Mars convention (255 = unlabelled)
 
+An image may be *complete* (``"complete": true`` in its record): the expert boxed every object
+on it, so every pixel outside the masks is background. The label PNG keeps only what the boxes
+painted (so the state can be toggled without loss); :meth:`Session.label_map` fills the rest with
+the spec's background class for training, evaluation and exports. Complete needs a spec with a
+``background`` class (objects such as pits); terrain specs without one stay as painted.
+
 Every write goes through :mod:`segmodels.atomic` (temporary file + ``os.replace``): a kill at
 any moment leaves each file either as it was or as it became, never half-written. A result is
 saved label map first, ``session.json`` second, so a session.json that says "done" always has
@@ -261,7 +267,28 @@ class Session:
     def label_path(self, image) -> Path:
         return self.folder / LABELS_DIR / f"{self._entry(image)['stem']}.png"
 
-    def label_map(self, image) -> np.ndarray | None:
+    def is_complete(self, image) -> bool:
+        """Whether every pixel outside the image's masks is background (see the module docstring)."""
+        return bool(self._entry(image).get("complete", False))
+
+    def set_complete(self, image, complete: bool = True) -> None:
+        if complete and self.label_spec.background_id is None:
+            self.label_spec.complete(np.zeros((1, 1), np.uint8))   # raises: no background class
+        with self._lock:
+            e = self._entry(image)
+            e["complete"] = bool(complete)
+            e["updated"] = _now()
+            self._save()
+
+    def label_map(self, image, painted: bool = False) -> np.ndarray | None:
+        """The image's label map; unlabelled pixels of a complete image are background unless
+        ``painted`` (what the boxes painted, what an editor shows)."""
+        lm = self._painted(image)
+        if lm is not None and not painted and self.is_complete(image):
+            lm = self.label_spec.complete(lm)
+        return lm
+
+    def _painted(self, image) -> np.ndarray | None:
         path = self.label_path(image)
         if not path.is_file():
             return None
@@ -293,9 +320,14 @@ class Session:
             self._save()
 
     def set_result(self, image, prompts: list[BoxPrompt], label_map: np.ndarray, status: str = "done",
-                   engine: str | None = None, model: str | None = None) -> None:
+                   engine: str | None = None, model: str | None = None, complete: bool | None = None) -> None:
+        """Save a painted label map; ``complete`` (None: unchanged) sets :meth:`is_complete`."""
+        if complete and self.label_spec.background_id is None:
+            self.label_spec.complete(np.zeros((1, 1), np.uint8))   # raises: no background class
         with self._lock:
             e = self._entry(image)
+            if complete is not None:
+                e["complete"] = bool(complete)
             lm = self.label_spec.validate_label_map(label_map, f"label map for {e['stem']}")
             self._check_prompts(prompts)
             atomic_write_png(self.label_path(image), lm)

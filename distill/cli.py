@@ -12,7 +12,7 @@ from pathlib import Path
 
 from segmodels.errors import MarsamError
 
-_FLAG_KEYS = ("data", "epochs", "size", "limit", "val_limit", "batch_size", "device", "seed", "lr",
+_FLAG_KEYS = ("data", "labels", "epochs", "size", "limit", "val_limit", "batch_size", "device", "seed", "lr",
               "teacher_base", "student_base", "channels", "threads", "sam_model_type", "sam_checkpoint")
 
 
@@ -109,15 +109,17 @@ def _evaluate(args) -> int:
     # RGB images at their own size (SAM resizes every image itself)
     size = args.size or (trained.get("size") or 256 if on_pixels else None)
     channels = predictor.normalization.in_channels if on_pixels else 3
-    ds = open_dataset(data, args.split, size, channels, label_spec=predictor.label_spec, limit=args.limit,
+    from .data import SINGLE_SPLIT, is_session
+    split = args.split or (SINGLE_SPLIT if is_session(Path(data).expanduser()) else "val")
+    ds = open_dataset(data, split, size, channels, label_spec=predictor.label_spec, limit=args.limit,
                       progress=True, mixed_sizes=not on_pixels)
     result = evaluate(predictor, ds, batch_size=args.batch_size, device=args.device, speed=not args.no_speed,
                       progress=True)
     result["checkpoint"] = str(args.checkpoint)
-    out = Path(args.json or Path(args.checkpoint).with_name(f"eval-{args.split}.json"))
+    out = Path(args.json or Path(args.checkpoint).with_name(f"eval-{split}.json"))
     paths = write_evaluation(result, out, ds.label_spec)
     ious = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in result["iou_per_class"].items())
-    print(f"{predictor.model_name} on {data} ({args.split}, {result['images']} images, {size or 'original'} px): mIoU "
+    print(f"{predictor.model_name} on {data} ({split}, {result['images']} images, {size or 'original'} px): mIoU "
           f"{result['miou']:.4f} ({ious}), pixel accuracy {result['pixel_accuracy']:.4f}"
           + (f", {result['images_per_second']:.1f} images/s on {result['machine']['device']}"
              if result.get("images_per_second") else ""))
@@ -197,7 +199,10 @@ def _calibrate(args) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="cpu", help="profile (cpu, gpu) or YAML file [cpu]")
-    p.add_argument("--data", help="HF hub id, saved HF dataset, images/+masks/ folder or session folder")
+    p.add_argument("--data", help="HF hub id, saved HF dataset, images/+masks/ folder or session folder "
+                   "(a session uses its own label spec and holds out a fixed 20 %% of its images as 'val')")
+    p.add_argument("--labels", help="label spec of folder/HF data: ai4mars, hirise-pits or a YAML file "
+                   "(classes: [...]); a session carries its own")
     p.add_argument("--out", help="output folder [runs/<kind>]")
     p.add_argument("--epochs", type=int)
     p.add_argument("--size", type=int, help="input size in pixels (multiple of 16)")
@@ -238,7 +243,7 @@ def register(sub) -> None:
     e = sub.add_parser("evaluate", help="mIoU, per-class IoU, P/R/F1, ECE, params and speed of a checkpoint")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
-    e.add_argument("--split", default="val")
+    e.add_argument("--split", help="split to evaluate on [val; a session: all of it, or train/val]")
     e.add_argument("--json", help="output JSON; .md and .png are written next to it")
     e.add_argument("--size", type=int, help="input size (default: the training size)")
     e.add_argument("--limit", type=int)

@@ -34,6 +34,9 @@ from .augment import Augment
 log = logging.getLogger(__name__)
 
 DEFAULT_HF_DATASET = "hassanjbara/AI4MARS"
+#: the fraction of a session's labelled images held out as its "val" split (chosen by a hash of the
+#: image names, so the same images are held out on every run and for every --limit)
+SESSION_VAL_FRACTION = 0.2
 _MASK_HINTS = ("label", "mask", "annotation", "seg", "target", "gt")
 _ID_HINTS = ("id", "name", "file_name", "filename", "image_id", "path")
 
@@ -272,6 +275,8 @@ def _open_hf(source: str, split: str):
 
 
 def session_pairs(folder: Path) -> tuple[list[Pair], LabelSpec]:
+    """Every labelled ("done") image of a session with its label map (complete images: the
+    unboxed pixels are background, see :meth:`annotate.session.Session.label_map`)."""
     try:
         from annotate.session import Session
     except ImportError as e:  # pragma: no cover - annotate ships with marsam
@@ -282,6 +287,36 @@ def session_pairs(folder: Path) -> tuple[list[Pair], LabelSpec]:
     def loader(p):
         return lambda: (load_image(p), session.label_map(p))
     return [Pair(Path(p).stem, loader(p)) for p in labelled], session.label_spec
+
+
+def held_out(ids: list[str], fraction: float = SESSION_VAL_FRACTION) -> set[str]:
+    """The ids of a one-split source that form its "val" split: ``round(fraction * n)`` of them (at
+    least 1 when there are 2 or more, never all), the first by a hash of the id."""
+    n = len(ids)
+    k = 0 if n < 2 else min(n - 1, max(1, round(fraction * n)))
+    ranked = sorted(ids, key=lambda i: hashlib.sha1(f"val:{i}".encode()).hexdigest())
+    return set(ranked[:k])
+
+
+def session_split(path: Path, pairs: list[Pair], split: str, progress: bool = False) -> list[Pair]:
+    """A session is one set of labelled images: ``all`` is all of them, ``val`` the held-out
+    fraction (:func:`held_out`), ``train`` the rest. Which and how many is logged (printed too
+    when ``progress``)."""
+    if split == SINGLE_SPLIT:
+        return pairs
+    if split not in ("train", "val"):
+        raise SplitNotFound(f"session {path} has the splits 'all', 'train' and 'val' (the held-out "
+                          f"{SESSION_VAL_FRACTION:.0%}); there is no split {split!r}")
+    val = held_out([p.id for p in pairs])
+    if not val:
+        raise MarsamError(f"session {path} has {len(pairs)} labelled image(s); label at least 2 so that one "
+                          "can be held out for validation (or train without validation: --set val_split=null)")
+    note = (f"session {path}: {len(val)} of {len(pairs)} labelled images ({SESSION_VAL_FRACTION:.0%}, chosen by "
+            f"a hash of their names) are held out as 'val', {len(pairs) - len(val)} form 'train'")
+    log.info(note)
+    if progress and split == "train":
+        print(note, flush=True)
+    return [p for p in pairs if (p.id in val) == (split == "val")]
 
 
 def is_session(path: Path) -> bool:
@@ -300,7 +335,9 @@ def open_dataset(source: str | os.PathLike = DEFAULT_HF_DATASET, split: str = "t
 
     ``source``: a Hugging Face hub id (``hassanjbara/AI4MARS``), a folder written by
     ``Dataset.save_to_disk``, a folder with ``images/`` and ``masks/`` (optional ``split.csv``
-    with ``id,split``), or an annotate session folder (its label spec wins). ``limit`` keeps a
+    with ``id,split``), or an annotate session folder (its own label spec is used whatever
+    ``label_spec`` says; its splits are ``all``, ``train`` and the held-out ``val``, see
+    :func:`session_split`). ``limit`` keeps a
     fixed pseudo-random subset (hash order of the ids), nested for growing limits. ``size=None``
     keeps the original sizes (``mixed_sizes=True`` allows them to differ: the SAM decoder path).
     """
@@ -313,15 +350,15 @@ def open_dataset(source: str | os.PathLike = DEFAULT_HF_DATASET, split: str = "t
     path = Path(src).expanduser()
     skipped: list[tuple[str, str]] = []
     if path.is_dir() and is_session(path):
-        if split not in (SINGLE_SPLIT, "train"):
-            raise SplitNotFound(f"session {path} is one split ({SINGLE_SPLIT!r}); there is no split {split!r}")
         pairs, session_spec = session_pairs(path)
-        if label_spec is not None and get_label_spec(label_spec).classes != session_spec.classes:
-            raise MarsamError(f"session {path} uses label spec {session_spec.name!r}, not {spec.name!r}; "
-                              "leave the label spec out or choose the session's")
+        if label_spec is not None and spec.classes != session_spec.classes:
+            # the label maps hold the session's class ids; another spec cannot read them
+            log.info("session %s carries its own label spec %r; %r is not used for it", path,
+                     session_spec.name, spec.name)
         spec = session_spec
         if not pairs:
             raise MarsamError(f"session {path} has no labelled images yet; label some images first")
+        pairs = session_split(path, pairs, split, progress)
     elif path.is_dir() and (path / mask_folder.IMAGES).is_dir():
         pairs, skipped = folder_pairs(path, split)
     elif path.is_dir() and is_saved_hf(path):

@@ -40,6 +40,26 @@ class LabelSpec:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def background_id(self) -> int | None:
+        """The id of the class named "background", if any. A spec with one labels *objects* (pits,
+        rocks) on a background, so an image whose objects are all boxed is complete: every pixel
+        outside the masks is background. A spec without one (AI4Mars terrain) leaves unboxed
+        pixels unlabelled."""
+        for i, c in enumerate(self.classes):
+            if c.lower() == "background":
+                return i
+        return None
+
+    def complete(self, label_map: np.ndarray) -> np.ndarray:
+        """``label_map`` with every unlabelled pixel set to background (see :attr:`background_id`)."""
+        if self.background_id is None:
+            raise MarsamError(f"label spec {self.name!r} has no 'background' class, so an image cannot be "
+                              "marked complete; its unboxed pixels stay unlabelled")
+        out = np.array(label_map, dtype=np.uint8, copy=True)
+        out[out == self.ignore_index] = self.background_id
+        return out
+
     def class_id(self, name_or_id: str | int) -> int:
         """Resolve a class given by name (case-insensitive) or by id."""
         if isinstance(name_or_id, (int, np.integer)):
@@ -130,8 +150,64 @@ def builtin_specs() -> list[str]:
     return sorted(_BUILTIN)
 
 
+def read_label_yaml(path) -> tuple[LabelSpec, dict | None]:
+    """A label spec from a YAML file, and the box-file class mapping it may give.
+
+    Two forms are read. A marsam spec::
+
+        name: my-pits                       # optional, default: the file name
+        classes: [background, skylight, pit]
+        colors: [[40, 40, 40], [250, 200, 60], [230, 70, 60]]   # optional, one RGB per class
+        box_classes: {"1": skylight, "*": pit}                 # optional: box-file class -> class
+
+    or a YOLO ``data.yaml`` (``names: [...]`` or ``{0: ..., 1: ...}``), whose object classes are
+    kept, with a ``background`` class put first: boxes mark objects, the rest of the image is
+    background. Box-file classes are then read by name (YOLO id k is ``names[k]``).
+    """
+    import yaml
+    from pathlib import Path
+    path = Path(path).expanduser()
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise MarsamError(f"cannot read label spec file {path} ({e.strerror or e})") from None
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
+        raise MarsamError(f"label spec file {path} is not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(doc, dict) or not ({"classes", "names"} & set(doc)):
+        raise MarsamError(f"label spec file {path} needs a 'classes: [background, ...]' list "
+                          "(or a YOLO data.yaml 'names' list)")
+    name = str(doc.get("name") or (f"{path.parent.name}-classes" if path.stem == "data" else path.stem))
+    if "classes" in doc:
+        classes = doc["classes"]
+    else:
+        names = doc["names"]
+        try:
+            names = [names[k] for k in sorted(names)] if isinstance(names, dict) else names
+        except TypeError:
+            raise MarsamError(f"label spec file {path}: names must be a list or a mapping of ids to names") from None
+        classes = ["background"] + [str(n) for n in (names or [])]
+    if not isinstance(classes, list) or not all(isinstance(c, (str, int)) for c in classes):
+        raise MarsamError(f"label spec file {path}: 'classes' must be a list of class names")
+    classes = [str(c) for c in classes]
+    colors = doc.get("colors")
+    spec = spec_from_names(classes, name)
+    if colors is None and spec.background_id is not None:   # background dark, objects bright
+        colors = [list(c) for c in spec.colors]
+        colors[spec.background_id] = [40, 40, 40]
+    if colors is not None:
+        try:
+            spec = LabelSpec(name=name, classes=tuple(classes), colors=tuple(tuple(int(v) for v in c) for c in colors))
+        except (TypeError, ValueError):
+            raise MarsamError(f"label spec file {path}: 'colors' must be one [r, g, b] list per class") from None
+    box_classes = doc.get("box_classes")
+    if box_classes is not None and not isinstance(box_classes, dict):
+        raise MarsamError(f"label spec file {path}: 'box_classes' must map box-file classes to class names")
+    return spec, ({str(k): v for k, v in box_classes.items()} if box_classes else None)
+
+
 def get_label_spec(spec: str | dict | LabelSpec | None = None) -> LabelSpec:
-    """A built-in spec by name, a spec from a dict (checkpoint/session metadata), or the default."""
+    """A built-in spec by name, a YAML file (:func:`read_label_yaml`), a spec from a dict
+    (checkpoint/session metadata), or the default."""
     if spec is None:
         return AI4MARS
     if isinstance(spec, LabelSpec):
@@ -141,7 +217,10 @@ def get_label_spec(spec: str | dict | LabelSpec | None = None) -> LabelSpec:
     key = str(spec).lower()
     if key in _BUILTIN:
         return _BUILTIN[key]
-    raise MarsamError(f"unknown label spec {spec!r}; built-in specs are {', '.join(builtin_specs())}")
+    if key.endswith((".yaml", ".yml")):
+        return read_label_yaml(spec)[0]
+    raise MarsamError(f"unknown label spec {spec!r}; built-in specs are {', '.join(builtin_specs())}, or give "
+                      "a YAML file (classes: [background, ...]) or a YOLO data.yaml")
 
 
 def spec_from_names(names: Sequence[str], name: str = "custom") -> LabelSpec:

@@ -107,7 +107,7 @@ def saved(session: Session, key) -> tuple[list[BoxPrompt], np.ndarray | None]:
     """The boxes and label map saved for ``key`` (none yet: empty)."""
     if session is None:
         return [], None
-    return list(session.prompts(key)), session.label_map(key)
+    return list(session.prompts(key)), session.label_map(key, painted=True)
 
 
 def save(session: Session, key, controller) -> None:

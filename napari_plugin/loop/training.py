@@ -65,7 +65,7 @@ def train_session_decoder(session, sam_model, cache=None, epochs: int = DECODER_
         raise MarsamError("the session has no labelled images yet; label a few images (five are enough to start)")
     job = job or Job("training")
     job.update(0, epochs, f"reading {len(labelled)} labelled images")
-    data = open_dataset(Path(session.folder), "train", size=None, channels=3, mixed_sizes=True)
+    data = open_dataset(Path(session.folder), "all", size=None, channels=3, mixed_sizes=True)
     job.check()
     config = decoder_config(epochs, data=str(session.folder), **settings)
     out = out_dir or run_dir(Path(session.folder))

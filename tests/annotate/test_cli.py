@@ -50,8 +50,12 @@ def test_annotate_cli_grabcut_resumes_and_skips_bad_images(hirise_test_files, tm
     s = Session.open(out)
     assert s.counts()["done"] == 3 and s.status("truncated.png") == "failed" and s.label_spec == HIRISE_PITS and s.engine == "grabcut"
     for path in s.labelled_images():
+        # pit boxes mark every pit (a complete image): the rest is background, on disk only the pits
+        assert s.is_complete(path)
         lm = s.label_map(path)
-        assert lm.shape == (900, 900) and set(np.unique(lm)) <= {1, 255} and (lm == 1).any()
+        assert lm.shape == (900, 900) and set(np.unique(lm)) == {0, 1}
+        painted = s.label_map(path, painted=True)
+        assert set(np.unique(painted)) <= {1, 255} and (painted == 1).any()
     assert main(argv) == 0  # resumed: nothing redone
     second = json.loads(capsys.readouterr().out)
     assert second["done"] == 0 and second["skipped"] == 3
@@ -89,7 +93,7 @@ def test_annotate_session_with_tiny_sam(tiny_sam, hirise_dir, hirise_test_files,
     s = annotate_session(session, engine, boxes, progress=False)
     assert s.done == 1 and not s.failed
     for p in paths:
-        lm = session.label_map(p)
+        lm = session.label_map(p, painted=True)      # what the boxes painted (the rest: background)
         assert lm.shape == (900, 900) and lm.dtype == np.uint8
         assert session.info(p)["model"] == engine.model_name and len(session.prompts(p)) == len(boxes[p])
         # every labelled pixel lies inside one of the image's boxes
@@ -117,3 +121,35 @@ def test_embed_paths_reports_bad_images_and_shards(tiny_sam, tmp_path):
     assert sorted(sum(parts, [])) == items and parts[1] == [1, 4, 7]
     with pytest.raises(Exception, match="outside world size"):
         shard(items, 3, 3)
+
+
+def test_annotate_keeps_the_classes_of_the_datasets_data_yaml(hirise_dir, hirise_test_files, tmp_path, capsys):
+    """No --labels: the YOLO data.yaml next to the box files names 5 pit types; they stay 5 classes."""
+    import shutil
+    ds = tmp_path / "pits"
+    (ds / "images").mkdir(parents=True)
+    (ds / "labels").mkdir()
+    shutil.copy(hirise_dir / "data.yaml", ds / "data.yaml")
+    chosen = [(img, lab) for img, lab in hirise_test_files if lab.is_file() and lab.read_text().strip()][:2]
+    for img, lab in chosen:
+        shutil.copy(img, ds / "images" / img.name)
+        shutil.copy(lab, ds / "labels" / lab.name)
+    base = ["annotate", "--images", str(ds / "images"), "--boxes", str(ds / "labels"), "--format", "yolo",
+            "--engine", "grabcut", "--quiet"]
+    assert main(base + ["--out", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert "labels: pits-classes (background, 1, 2, 3, 4, 5)" in out and "unboxed pixels: background" in out
+    s = Session.open(tmp_path / "s")
+    assert s.label_spec.classes == ("background", "1", "2", "3", "4", "5")
+    for (img, lab), path in zip(chosen, sorted(s.labelled_images())):
+        yolo_classes = {int(line.split()[0]) for line in lab.read_text().splitlines() if line.strip()}
+        painted = set(np.unique(s.label_map(path, painted=True))) - {255}
+        assert painted <= {c + 1 for c in yolo_classes} and painted       # YOLO id k -> class k + 1
+    # --no-complete: the unboxed pixels stay unlabelled
+    assert main(base + ["--out", str(tmp_path / "s2"), "--no-complete"]) == 0
+    s2 = Session.open(tmp_path / "s2")
+    assert all(not s2.is_complete(p) and (s2.label_map(p) == 255).any() for p in s2.labelled_images())
+    # bad input: --complete with a terrain spec (no background class) is refused, one line, exit 2
+    capsys.readouterr()
+    assert main(base + ["--out", str(tmp_path / "s3"), "--labels", "ai4mars", "--complete"]) == 2
+    assert "no 'background' class" in capsys.readouterr().err

@@ -115,10 +115,37 @@ def test_session_source(tmp_path):
         lm[5:20, 5:20] = 1
         lm[25:35, 25:35] = 0
         session.set_result(p, [], lm)
-    ds = open_dataset(tmp_path / "session", size=32)
+    ds = open_dataset(tmp_path / "session", "all", size=32)
     assert len(ds) == 2 and ds.label_spec.classes == HIRISE_PITS.classes
-    with pytest.raises(MarsamError, match="uses label spec"):
-        open_dataset(tmp_path / "session", label_spec=AI4MARS)
+    # the session's own spec wins over a default or another one given (its maps hold its ids)
+    assert open_dataset(tmp_path / "session", "all", size=32, label_spec=AI4MARS).label_spec == HIRISE_PITS
+    # one split: 'val' is a fixed held-out share, 'train' the rest, never overlapping
+    train, val = (open_dataset(tmp_path / "session", s, size=32) for s in ("train", "val"))
+    assert len(train) == len(val) == 1 and set(train.ids).isdisjoint(val.ids)
+    assert set(train.ids) | set(val.ids) == set(ds.ids)
+    with pytest.raises(MarsamError, match="no split 'test'"):
+        open_dataset(tmp_path / "session", "test", size=32)
+    # a complete image: unboxed pixels are background for training, the PNG keeps what was painted
+    assert (ds.masks[ds.ids.index("s0")] == 255).any()
+    session.set_complete(paths[0])
+    ds = open_dataset(tmp_path / "session", "all", size=32)
+    assert not (ds.masks[ds.ids.index("s0")] == 255).any() and (ds.masks[ds.ids.index("s1")] == 255).any()
+
+
+def test_session_holdout_is_fixed_and_needs_two_images(tmp_path):
+    from distill.data import SESSION_VAL_FRACTION, held_out
+    ids = [f"img{i:03d}" for i in range(38)]
+    val = held_out(ids)
+    assert len(val) == round(SESSION_VAL_FRACTION * 38) == 8 and val == held_out(list(reversed(ids)))
+    assert held_out(ids[:1]) == set() and len(held_out(ids[:2])) == 1
+    from annotate.session import Session
+    img, _ = make_pair(0)
+    Image.fromarray(img).save(tmp_path / "only.png")
+    session = Session.create(tmp_path / "one", [tmp_path / "only.png"], label_spec=HIRISE_PITS)
+    lm = np.full((40, 40), 1, np.uint8)
+    session.set_result(tmp_path / "only.png", [], lm)
+    with pytest.raises(MarsamError, match="label at least 2"):
+        open_dataset(tmp_path / "one", "val", size=32)
 
 
 def test_augment_keeps_alignment_and_fills_ignore():

@@ -115,3 +115,40 @@ def test_atomic_write_gives_normal_permissions(tmp_path, monkeypatch):
     os.chmod(tmp_path / "kept.json", 0o640)
     atomic_write_json(tmp_path / "kept.json", {"a": 1})
     assert (tmp_path / "kept.json").stat().st_mode & 0o777 == 0o640
+
+
+def test_label_spec_from_a_user_yaml_or_a_yolo_data_yaml(tmp_path):
+    from segmodels.labels import read_label_yaml
+    f = tmp_path / "my-classes.yaml"
+    f.write_text("classes: [background, skylight, pit]\nbox_classes: {'1': skylight, '*': pit}\n")
+    spec, class_map = read_label_yaml(f)
+    assert spec.name == "my-classes" and spec.classes == ("background", "skylight", "pit")
+    assert spec.background_id == 0 and class_map == {"1": "skylight", "*": "pit"}
+    assert get_label_spec(str(f)) == spec                  # --labels my-classes.yaml
+    yolo = tmp_path / "pits" / "data.yaml"
+    yolo.parent.mkdir()
+    yolo.write_text("nc: 3\nnames: ['a', 'b', 'c']\n")     # a YOLO dataset file: background put first
+    assert get_label_spec(str(yolo)).classes == ("background", "a", "b", "c")
+    assert get_label_spec(str(yolo)).name == "pits-classes"
+    # complete: unlabelled -> background; a terrain spec without background cannot be complete
+    assert HIRISE_PITS.complete(np.array([[255, 1]], np.uint8)).tolist() == [[0, 1]]
+    assert AI4MARS.background_id is None
+    with pytest.raises(MarsamError, match="no 'background' class"):
+        AI4MARS.complete(np.zeros((2, 2), np.uint8))
+
+
+@pytest.mark.parametrize("text, match", [
+    (None, "cannot read label spec file"),                           # missing file
+    ("classes: [a, b\n", "not valid YAML"),                          # broken YAML
+    ("colours: []\n", "needs a 'classes"),                           # no classes
+    ("classes: [a, b]\ncolors: [[1, 2, 3]]\n", "2 classes but 1 colours"),
+    ("classes: [a, a]\n", "repeats a class name"),
+    ("classes: [a]\ncolors: [[1, x, 3]]\n", "one \\[r, g, b\\] list per class"),
+    ("classes: [a, b]\nbox_classes: [a]\n", "box_classes"),
+])
+def test_bad_label_yaml_is_one_line_that_says_what_to_fix(tmp_path, text, match):
+    f = tmp_path / "spec.yaml"
+    if text is not None:
+        f.write_text(text)
+    with pytest.raises(MarsamError, match=match):
+        get_label_spec(str(f))
