@@ -52,14 +52,22 @@ class EngineRunner:
             self._ensure_image(token, image)
         return token
 
-    def segment(self, token, image: np.ndarray, prompts: list) -> list[np.ndarray]:
+    def segment(self, token, image: np.ndarray, prompts: list) -> list:
+        return self.segment_with_notes(token, image, prompts)[0]
+
+    def segment_with_notes(self, token, image: np.ndarray, prompts: list) -> tuple[list, list]:
+        """Masks (windows, not full-image masks), and per prompt why the engine fell back to a
+        shape prior (GrabCut's ``last_fallbacks``: None where the engine's own mask was used)."""
         with self._lock, gui_friendly_threads():
             self._ensure_image(token, image)
             from annotate.engines import segment_windows
             t0 = time.perf_counter()
-            masks = segment_windows(self.engine, prompts)    # windows, not full-image masks
+            masks = segment_windows(self.engine, prompts)
             self.last_segment_s = time.perf_counter() - t0
-            return masks
+            notes = list(getattr(self.engine, "last_fallbacks", None) or [])
+        if len(notes) != len(masks):
+            notes = [None] * len(masks)
+        return masks, notes
 
     def locked(self, fn: Callable, *args):
         """``fn(*args)`` while holding the engine's lock, so the SAM model is never run by two

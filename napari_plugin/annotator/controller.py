@@ -88,6 +88,7 @@ class AnnotatorController:
         self.boxes: list[Box] = []
         self._masks: dict[tuple, CropMask] = {}
         self._areas: dict[tuple, int] = {}
+        self._notes: dict[tuple, str] = {}     # box key -> why the engine fell back (e.g. GrabCut)
         self._history: list[list[Box]] = []
         self.label_map = np.full(self.shape, label_spec.ignore_index, np.uint8)
         self._rendered: list[tuple] | None = None     # (mask key, class) merged into label_map, in order
@@ -128,10 +129,16 @@ class AnnotatorController:
                 out.append(b)
         return out
 
-    def add_masks(self, boxes: list[Box], masks: list) -> None:
-        """Masks of ``boxes``: full boolean arrays or annotate :class:`CropMask` windows."""
+    def add_masks(self, boxes: list[Box], masks: list, notes: list | None = None) -> None:
+        """Masks of ``boxes``: full boolean arrays or annotate :class:`CropMask` windows;
+        ``notes[i]``: why box i's mask is a fallback shape (None: it is not)."""
         if len(boxes) != len(masks):
             raise ValueError(f"{len(boxes)} boxes but {len(masks)} masks")
+        for b, note in zip(boxes, notes or [None] * len(boxes)):
+            if note:
+                self._notes[b.key] = str(note)
+            else:
+                self._notes.pop(b.key, None)
         for b, m in zip(boxes, masks):
             if isinstance(m, CropMask):
                 if tuple(m.image_shape[:2]) != self.shape:
@@ -148,6 +155,10 @@ class AnnotatorController:
     def mask(self, box: Box) -> np.ndarray:
         """The full-size boolean mask of ``box`` (its mask must be known)."""
         return self._masks[box.key].full()
+
+    def fallback_notes(self) -> list[str]:
+        """Per current box: why its mask is a fallback shape ('' when the engine's own mask was used)."""
+        return [self._notes.get(b.key, "") for b in self.boxes]
 
     def render(self) -> np.ndarray | None:
         """The merged label map, or None while some box still waits for its mask.

@@ -5,7 +5,7 @@ widget module then holds only the wiring between layers, workers and annotate.
 """
 from __future__ import annotations
 
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, RadioButtons
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, RadioButtons
 from napari.layers import Image
 
 from segmodels.errors import MarsamError
@@ -23,6 +23,12 @@ NAME_CHARS = 36
 def short(name: str) -> str:
     """A file name cut to fit the dock (the middle goes: HiRISE names differ at both ends)."""
     return name if len(name) <= NAME_CHARS else f"{name[:NAME_CHARS // 2 - 1]}...{name[-(NAME_CHARS // 2 - 2):]}"
+
+
+def first_object_class(spec) -> int:
+    """The class a new box gets by default: the first one that is not background (a box marks an
+    object; painting background with the first box is never what the expert meant)."""
+    return next((i for i in range(spec.num_classes) if i != spec.background_id), 0)
 
 
 class AnnotatorControls(Container):
@@ -55,6 +61,9 @@ class AnnotatorControls(Container):
         self.spec = ComboBox(label="label spec", choices=self._spec_choices, value=self.state.label_spec.name)
         self.class_picker = ComboBox(label="class", choices=self._class_choices)
         self.legend = Label(value="")
+        self.complete = CheckBox(text="complete: all objects boxed, the rest is background", value=False,
+                                 tooltip="for specs with a 'background' class (pits): training reads every "
+                                         "pixel outside the boxes' masks as background")
         self.polarity = RadioButtons(label="points", choices=("positive", "negative"), value="positive",
                                      orientation="horizontal")
         self.undo_btn = PushButton(text="Undo")
@@ -66,7 +75,7 @@ class AnnotatorControls(Container):
         self.extend([self.model, self.checkpoint, self.device, self.load_model_btn, self.layer,
                      self.use_layer_btn, self.folder, self.open_folder_btn, nav, self.position,
                      self.session_dir, self.open_session_btn, self.spec, self.class_picker, self.legend,
-                     self.polarity, edit, self.shortcuts, self.status])
+                     self.complete, self.polarity, edit, self.shortcuts, self.status])
         self._qt_layout()
 
     def _qt_layout(self) -> None:
@@ -114,6 +123,8 @@ class AnnotatorControls(Container):
             self.spec.reset_choices()
             self.spec.value = spec.name
         self.class_picker.reset_choices()
+        self.class_picker.value = first_object_class(spec)
+        self.complete.enabled = spec.background_id is not None
         combo = self.class_picker.native
         for i, (r, g, b) in enumerate(spec.colors):
             pix = QPixmap(14, 14)

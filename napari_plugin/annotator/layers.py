@@ -93,15 +93,34 @@ def box_vertices(box: tuple[float, float, float, float]) -> np.ndarray:
     return np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], float)
 
 
+def fallback_text(reason: str) -> str:
+    """What a box whose mask is the engine's fallback shape says on the canvas."""
+    return f"GrabCut fallback ({reason}): shape filled" if reason else ""
+
+
+def show_notes(shapes, notes: list[str]) -> None:
+    """Write each box's fallback note (shown as the box's text) when the boxes are unchanged."""
+    if len(notes) != len(shapes.data):
+        return
+    feats = shapes.features.copy()
+    feats["note"] = np.array([fallback_text(n) for n in notes], object)
+    shapes.features = feats
+    shapes.refresh_text()
+
+
 def draw_boxes(shapes, points, boxes: list[Box], spec: LabelSpec) -> None:
     """Replace the layers' contents with ``boxes`` (used by undo and when an image is opened)."""
     import pandas as pd
+    defaults = {k: v.iloc[0] for k, v in shapes.feature_defaults.items()} if len(shapes.feature_defaults) else {}
     shapes.selected_data = set()
     shapes.data = []
     if boxes:
         shapes.add_rectangles([box_vertices(b.box) for b in boxes],
                               edge_color=[class_color(spec, b.class_id) for b in boxes])
-    shapes.features = pd.DataFrame({"class_id": np.array([b.class_id for b in boxes], int)})
+    shapes.features = pd.DataFrame({"class_id": np.array([b.class_id for b in boxes], int),
+                                    "note": np.array([""] * len(boxes), object)})
+    if defaults:   # new features reset the defaults; keep the class the user picked for new boxes
+        shapes.feature_defaults = {"class_id": int(defaults.get("class_id", 0)), "note": ""}
     pts, flags = [], []
     for b in boxes:
         pts += [(y, x) for x, y in b.positive] + [(y, x) for x, y in b.negative]

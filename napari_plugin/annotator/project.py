@@ -110,6 +110,16 @@ def saved(session: Session, key) -> tuple[list[BoxPrompt], np.ndarray | None]:
     return list(session.prompts(key)), session.label_map(key, painted=True)
 
 
+def is_complete(session: Session | None, key) -> bool:
+    return bool(session is not None and key is not None and session.is_complete(key))
+
+
+def set_complete(session: Session | None, key, complete: bool) -> None:
+    if session is None:
+        raise MarsamError("no session is open; open or create a session folder first")
+    session.set_complete(key, complete)
+
+
 def save(session: Session, key, controller) -> None:
     """Write the current boxes and label map (annotate's Session writes atomically)."""
     save_snapshot(session, key, controller.prompts(), controller.label_map)

@@ -84,7 +84,7 @@ class AnnotatorWidget(AnnotatorControls):
         if class_id is None or self.shapes is None:
             return
         color = L.class_color(self.state.label_spec, class_id)
-        self.shapes.feature_defaults = {"class_id": int(class_id)}
+        self.shapes.feature_defaults = {"class_id": int(class_id), "note": ""}
         self.shapes.current_edge_color = color
         selected = sorted(self.shapes.selected_data)
         if selected:
@@ -114,6 +114,7 @@ class AnnotatorWidget(AnnotatorControls):
         self.polarity.changed.connect(lambda v: self._apply_polarity())
         self.undo_btn.changed.connect(lambda: self.undo())
         self.save_btn.changed.connect(lambda: self.save())
+        self.complete.changed.connect(guarded("marking the image complete")(self.set_complete))
 
     # --- engine ---------------------------------------------------------------------------------
     def load_engine(self, config: EngineConfig | None = None) -> None:
@@ -223,6 +224,8 @@ class AnnotatorWidget(AnnotatorControls):
         else:
             self.image_layer = layer
         image.key = project.register_image(self.state.session, image)
+        with self.complete.changed.blocked():
+            self.complete.value = project.is_complete(self.state.session, image.key)
         self.state.set_image(image, index)
         self._token = object()
         self._ensure_layers()
@@ -242,7 +245,9 @@ class AnnotatorWidget(AnnotatorControls):
                                                  colormap=L.labels_colormap(self.state.label_spec), **kw)
         if self.shapes is None or self.shapes not in self.viewer.layers:
             self.shapes = self.viewer.add_shapes(name=L.SHAPES_NAME, face_color="transparent", edge_width=3,
-                                                 features={"class_id": np.zeros(0, int)}, **kw)
+                                                 features={"class_id": np.zeros(0, int), "note": np.zeros(0, object)},
+                                                 text={"string": "{note}", "size": 9, "color": "yellow",
+                                                       "anchor": "upper_left"}, **kw)
             self.shapes.events.data.connect(self._on_layer_data)
             self._on_class_choice(self.class_picker.value)
         if self.points is None or self.points not in self.viewer.layers:
@@ -361,10 +366,11 @@ class AnnotatorWidget(AnnotatorControls):
 
         outcome = {"ok": False}
 
-        def done(masks):
+        def done(result):
+            masks, notes = result
             outcome["ok"] = True
             if token is self._token and controller is self.controller:
-                controller.add_masks(missing, masks)
+                controller.add_masks(missing, masks, notes)
                 self._paint()
 
         def again():
@@ -373,7 +379,7 @@ class AnnotatorWidget(AnnotatorControls):
             if outcome["ok"] and self.controller is not None and self.controller.missing():
                 self._request_segmentation()
 
-        workers.start(self.runner.segment, token, rgb, [b.prompt() for b in missing], on_done=done,
+        workers.start(self.runner.segment_with_notes, token, rgb, [b.prompt() for b in missing], on_done=done,
                       doing="segmenting the boxes", on_finally=again)
 
     def _paint(self) -> None:
@@ -385,7 +391,16 @@ class AnnotatorWidget(AnnotatorControls):
         L.update_labels(self.labels_layer, label_map, self.controller.dirty)
         self.paints += 1
         self.last_paint_s = time.perf_counter() - t0
-        self.status.value = f"{short(self.state.image.name)}: {len(self.controller.boxes)} box(es), saved"
+        notes = self.controller.fallback_notes()
+        self._updating = True
+        try:
+            L.show_notes(self.shapes, notes)
+        finally:
+            self._updating = False
+        fell = [n for n in notes if n]
+        self.status.value = (f"{short(self.state.image.name)}: {len(self.controller.boxes)} box(es), saved"
+                             + (f"; {len(fell)} of them GrabCut could not segment ({', '.join(sorted(set(fell)))}): "
+                                "their whole shape was filled; move the box or add points" if fell else ""))
         self._autosave()
 
     def _autosave(self) -> None:
@@ -401,6 +416,23 @@ class AnnotatorWidget(AnnotatorControls):
         """Write pending autosaves now (before anything else reads or changes the session)."""
         with user_errors("saving the session"):
             self.autosaver.flush()
+
+    def set_complete(self, complete: bool) -> None:
+        """Mark the image complete (every object boxed: the rest is background) or not."""
+        if self.state.image is None or self.state.session is None:
+            with self.complete.changed.blocked():
+                self.complete.value = False
+            raise MarsamError("open an image in a session first; then mark it complete")
+        try:
+            project.set_complete(self.state.session, self.state.image.key, bool(complete))
+        except MarsamError:
+            with self.complete.changed.blocked():
+                self.complete.value = not complete
+            raise
+        with self.complete.changed.blocked():
+            self.complete.value = bool(complete)
+        self.status.value = (f"{short(self.state.image.name)}: complete, unboxed pixels are background"
+                             if complete else f"{short(self.state.image.name)}: unboxed pixels unlabelled")
 
     # --- undo and save ---------------------------------------------------------------------------------
     @guarded("undoing")

@@ -158,3 +158,35 @@ def test_shortcuts_are_bound_on_the_viewer_and_listed(annotator, wait_idle, open
     assert len(w.shapes.data) == 0 and (np.asarray(w.labels_layer.data) == 255).all()
     for key in ("Alt-1", "Alt-Right", "Alt-Left", "Alt-S", "Alt-Z"):
         assert key in w.shortcuts.value
+
+
+def test_grabcut_fallback_is_said_on_the_box_and_in_the_status(annotator, wait_idle, open_layer):
+    """A box on featureless noise: GrabCut finds no object and fills the box; the user is told."""
+    viewer, w = annotator
+    noise = np.random.default_rng(1).integers(100, 110, (160, 160)).astype(np.uint8)
+    open_layer(viewer, w, image=noise, name="noise")
+    w.shapes.add_rectangles(np.array([[20, 20], [60, 70]]))          # a fallback box
+    w.shapes.add_rectangles(np.array([[90, 90], [140, 150]]))
+    wait_idle(w)
+    notes = list(w.shapes.features["note"])
+    assert all(n.startswith("GrabCut fallback") for n in notes), notes
+    assert "GrabCut could not segment" in w.status.value and "2 box(es)" in w.status.value
+
+
+def test_default_class_is_the_first_object_and_complete_is_toggled(annotator, wait_idle, open_layer):
+    from segmodels.labels import HIRISE_PITS
+    viewer, w = annotator
+    assert w.class_picker.value == 0 and not w.complete.enabled          # AI4Mars: terrain, no background
+    w.state.set_label_spec(HIRISE_PITS)
+    assert w.class_picker.value == HIRISE_PITS.class_id("pit") and w.complete.enabled
+    open_layer(viewer, w)
+    w.shapes.add_rectangles(SQUARE)
+    wait_idle(w)
+    session, key = w.state.session, w.state.image.key
+    assert (np.asarray(w.labels_layer.data) == 1).any()                   # the first box paints a pit
+    assert not session.is_complete(key) and (session.label_map(key) == 255).any()
+    w.complete.value = True                                               # the user ticks the box
+    assert session.is_complete(key) and not (session.label_map(key) == 255).any()
+    assert "complete" in w.status.value
+    w.complete.value = False
+    assert not session.is_complete(key)
