@@ -12,6 +12,7 @@ from segmodels.errors import MarsamError
 from segmodels.labels import builtin_specs, get_label_spec
 
 from ..keybindings import class_keys, shortcuts_text
+from ..predict.layers import legend_html
 from ..notify import user_errors
 from ..state import ENGINE_CHOICES
 
@@ -130,10 +131,7 @@ class AnnotatorControls(Container):
             pix = QPixmap(14, 14)
             pix.fill(QColor(r, g, b))
             combo.setItemIcon(i, QIcon(pix))
-        keys = class_keys(spec.num_classes) + [""] * spec.num_classes
-        self.legend.value = "<br>".join(
-            f'<span style="color:rgb({r},{g},{b}); font-size:16px">&#9632;</span> {name} &nbsp;<i>{k}</i>'
-            for (name, (r, g, b)), k in zip(zip(spec.classes, spec.colors), keys))
+        self.legend.value = legend_html(spec, class_keys(spec.num_classes))
         self.shortcuts.value = "Shortcuts:\n" + shortcuts_text(spec.classes)
 
     def choose_class(self, class_id: int) -> None:

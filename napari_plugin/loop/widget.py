@@ -288,7 +288,7 @@ class LoopWidget(Container):
         try:
             for c in sorted(set(ids.tolist())):
                 verts = [_rect(b) for b, i in zip(boxes, ids) if i == c]
-                shapes.feature_defaults = {"class_id": int(c)}
+                shapes.feature_defaults = {**before, "class_id": int(c)}
                 shapes.add_rectangles(verts, edge_color=class_color(spec, int(c)))
         finally:
             if before:

@@ -140,6 +140,15 @@ def show_labels(viewer, labels: np.ndarray, name: str, spec, ref_layer=None, opa
                              metadata=dict(metadata or {}, marsam_label_colors=spec_key), **place)
 
 
+def legend_html(spec, keys: list[str] | None = None) -> str:
+    """The classes of ``spec`` as coloured squares with their names (and shortcut keys), for a Label."""
+    keys = list(keys or []) + [""] * spec.num_classes
+    return "<br>".join(
+        f'<span style="color:rgb({r},{g},{b}); font-size:16px">&#9632;</span> {name}'
+        + (f" &nbsp;<i>{k}</i>" if k else "")
+        for (name, (r, g, b)), k in zip(zip(spec.classes, spec.colors), keys))
+
+
 def entropy_limits(num_classes: int) -> tuple[float, float]:
     return 0.0, math.log(max(num_classes, 2))
 
@@ -150,7 +159,11 @@ def confidence_limits(num_classes: int) -> tuple[float, float]:
 
 def show_prediction(viewer, result: PredictionResult, ref_layer=None, entropy: bool = True,
                     confidence: bool = False, prefix: str = "") -> dict:
-    """The prediction Labels layer plus the chosen uncertainty Image layers; returns them by name."""
+    """The prediction Labels layer plus the chosen uncertainty Image layers; returns them by name.
+
+    The uncertainty maps go *below* the prediction and start hidden: drawn over it (additive,
+    opaque where uncertain) they would hide the very labels the user asked for. Tick them on in
+    the layer list to see where the model is unsure."""
     meta = {"marsam_model": result.model_name, "mean_entropy": result.mean_entropy, "marsam_map": True}
     k = result.num_classes
     with keep_active(viewer):
@@ -158,8 +171,16 @@ def show_prediction(viewer, result: PredictionResult, ref_layer=None, entropy: b
                                          ref_layer, metadata=meta)}
         if entropy:
             out["entropy"] = show_map(viewer, result.entropy, prefix + ENTROPY_NAME, UNCERTAINTY,
-                                      entropy_limits(k), ref_layer, metadata=meta)
+                                      entropy_limits(k), ref_layer, metadata=meta, visible=False)
         if confidence:
             out["confidence"] = show_map(viewer, result.confidence, prefix + CONFIDENCE_NAME, "viridis",
-                                         confidence_limits(k), ref_layer, metadata=meta)
+                                         confidence_limits(k), ref_layer, metadata=meta, visible=False)
+        pred = out["prediction"]
+        for key in ("entropy", "confidence"):
+            if key in out:
+                layer = out[key]
+                layer.visible = False
+                src, dst = viewer.layers.index(layer), viewer.layers.index(pred)
+                if src > dst:
+                    viewer.layers.move(src, dst)      # just below the prediction
     return out

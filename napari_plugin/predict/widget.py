@@ -107,14 +107,15 @@ class PredictWidget(Container):
         self.layer = ComboBox(label="image layer", choices=self._image_layers)
         self.tile = SpinBox(label="tile (px)", value=1024, min=64, max=4096, step=64,
                             tooltip="images larger than this are predicted in overlapping tiles (bounded memory)")
-        self.show_entropy = CheckBox(text="entropy layer (uncertainty, 0..log K)", value=True)
+        self.show_entropy = CheckBox(text="entropy layer (uncertainty 0..log K; below, hidden)", value=True)
         self.show_confidence = CheckBox(text="confidence layer (max probability)", value=False)
         self.run_btn = PushButton(text="Predict")
         self.panel = JobPanel()
         self.status = Label(value="choose a model and an image layer")
         self.status.native.setWordWrap(True)
+        self.legend = Label(value="", tooltip="the classes of the last prediction and their colours")
         self.extend([self.chooser, self.layer, self.tile, self.show_entropy, self.show_confidence,
-                     self.run_btn, self.panel, self.status])
+                     self.run_btn, self.panel, self.status, self.legend])
         self.run_btn.changed.connect(guarded("predicting")(lambda: self.predict()))
         viewer.layers.events.inserted.connect(self._refresh)
         viewer.layers.events.removed.connect(self._refresh)
@@ -155,6 +156,7 @@ class PredictWidget(Container):
             self.result = result
             PL.show_prediction(self.viewer, result, layer, entropy=self.show_entropy.value,
                                confidence=self.show_confidence.value)
+            self.legend.value = PL.legend_html(result.label_spec)
             self.status.value = (f"{result.model_name} on {layer.name}: {result.labels.shape[1]}x"
                                  f"{result.labels.shape[0]} px in {result.seconds:.2f} s, mean entropy "
                                  f"{result.mean_entropy:.3f} nats")

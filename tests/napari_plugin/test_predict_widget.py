@@ -120,3 +120,22 @@ def test_screenshot(predict_widget, qtbot, ai4mars_dir, student_ckpt, tmp_path):
     shot = viewer.screenshot(canvas_only=False, flash=False)
     atomic_write_png(out / "predict.png", np.asarray(shot)[:, :, :3])
     assert shot[..., :3].std() > 10
+
+
+def test_uncertainty_layers_lie_below_the_prediction_hidden_and_a_legend_names_the_classes(make_napari_viewer, qtbot):
+    from napari_plugin.predict.widget import PredictWidget
+    viewer = make_napari_viewer()
+    w = PredictWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    layer = viewer.add_image(np.random.default_rng(0).integers(0, 255, (96, 96)).astype(np.uint8), name="navcam")
+    w.show_confidence.value = True
+    job = w.predict(layer)
+    qtbot.waitUntil(lambda: w.result is not None, timeout=60000)
+    names = [lay.name for lay in viewer.layers]
+    pred = names.index("prediction")
+    assert names.index("entropy") < pred and names.index("confidence") < pred
+    assert viewer.layers["prediction"].visible
+    assert not viewer.layers["entropy"].visible and not viewer.layers["confidence"].visible
+    for name in w.result.label_spec.classes:
+        assert name in w.legend.value
+    assert job is not None
