@@ -6,7 +6,8 @@ Cases (each a child process, so one case's peak never hides in another's):
                  (the tiny random-weight SAM of the tests: the real 1024 px tiles and 256 x 64 x 64
                  embeddings, a 2-block encoder so 256 tiles finish on a CPU; vit_b's own encoder adds
                  its activations, about 1.6 GB per tile in flight, on top)
-  predict        the shipped student, tiled: probabilities, labels, label PNG
+  predict        the shipped student, tiled (segmodels.inference.predict): probabilities, labels, label PNG
+  marsam-predict ``marsam predict --pretrained ai4mars-student --uncertainty entropy``: strip-wise
   explain        ``explain --method entropy`` (tiled): map, overlay figure at display size, .npy
   gradcam-bound  ``explain --method gradcam`` on a 1024 x 1024 crop, the largest it accepts
   gradcam-12k    the same on the whole image: refused with one line (recorded)
@@ -34,7 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-CASES = ("grabcut", "embed", "predict", "explain", "gradcam-bound", "gradcam-12k")
+CASES = ("grabcut", "embed", "predict", "explain", "gradcam-bound", "gradcam-12k", "marsam-predict")
 MB = 1 << 20
 #: the bounds this benchmark checks, in MiB above the process's baseline, for a side x side uint8 grey
 #: image of P = side^2 pixels (stated in the README's Reliability section)
@@ -45,6 +46,7 @@ BOUNDS = {
     "explain": lambda p: 56 * p / MB + 1000,    # predict + entropy and max-prob maps (float32)
     "gradcam-bound": lambda p: 2500,            # 1024 x 1024 through the student with gradients
     "gradcam-12k": lambda p: 200,               # refused before any work
+    "marsam-predict": lambda p: 6 * p / MB + 1500,  # image, labels, uint8 outputs + one strip's probabilities
 }
 
 
@@ -113,6 +115,11 @@ def run_case(case: str, image: Path, boxes: Path, work: Path) -> dict:
         pred = predict(ck, img)
         atomic_write_png(work / "pred.png", pred.labels)
         extra = {"classes_seen": int(len(np.unique(pred.labels)))}
+    elif case == "marsam-predict":
+        from segmodels.cli import main as marsam
+        rc = marsam(["predict", "--pretrained", "ai4mars-student", "--images", str(image), "--out", str(work / "p"),
+                     "--uncertainty", "entropy", "--quiet"])
+        extra = {"exit": rc, "files": sorted(str(p.relative_to(work)) for p in (work / "p").rglob("*") if p.is_file())}
     elif case == "explain":
         img = load_image(image)
         e = explain_image(ck, img, "entropy", None, ap.Namespace(), "cpu")
