@@ -118,11 +118,14 @@ def _check_metadata(meta, path: Path) -> dict:
     args = meta.get("model_args", {})
     if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
         raise bad("model_args is not an object")
+    odd = next((k for k in args if not k.isidentifier()), None)
+    if odd is not None:
+        raise bad(f"model argument name {odd!r} is not a Python name")
     for k, v in args.items():
         if isinstance(v, bool) or v is None or isinstance(v, str):
             continue
         if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or v > MAX_MODEL_ARG:
-            raise bad(f"model argument {k}={v!r} is not a number in 0..{MAX_MODEL_ARG}")
+            raise bad(f"model argument {k!r}={v!r} is not a number in 0..{MAX_MODEL_ARG}")
     if "label_spec" not in meta:
         raise bad("no label_spec")
     try:

@@ -50,6 +50,7 @@ BAD_META = {
     "base -1": lambda m: {**m, "model_args": {**m["model_args"], "base": -1}},
     "base 1e9": lambda m: {**m, "model_args": {**m["model_args"], "base": 10 ** 9}},
     "base 4096": lambda m: {**m, "model_args": {**m["model_args"], "base": 4096}},
+    "arg name newline": lambda m: {**m, "model_args": {**m["model_args"], "\n": None}},
     "unknown model": lambda m: {**m, "model": "resnet"},
     "label spec number": lambda m: {**m, "label_spec": 7},
     "no label spec": lambda m: {k: v for k, v in m.items() if k != "label_spec"},
