@@ -17,7 +17,7 @@ from napari.viewer import Viewer
 from segmodels.errors import MarsamError
 from segmodels.predictors import check_label_spec
 
-from ..notify import guarded, info
+from ..notify import guarded, info, warn
 from ..predict import layers as PL
 from ..predict.panel import JobPanel
 from ..predict.widget import ModelChooser, checked_image_layer, follow_image, image_layer_choices
@@ -142,7 +142,11 @@ class ExplainWidget(Container):
             elif "r2" in first:
                 extra = f", surrogate R^2 {first['r2']:.2f}"
             self.status.value = f"{maps[0].name} on {layer.name}{extra}"
-            info(f"marsam: {maps[0].name} ready")
+            if first.get("warning"):
+                self.status.value += f"\n{first['warning']}"
+                warn(first["warning"])
+            else:
+                info(f"marsam: {maps[0].name} ready")
 
         self.status.value = f"{m.title} on {layer.name} ..."
         return self.panel.run(work, desc=m.title, on_done=done)

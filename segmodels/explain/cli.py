@@ -95,7 +95,7 @@ def explain_image(ck, img: np.ndarray, method: str, cls, args, device):
     if method == "lime":
         base = args.baseline if args.baseline != "black" else "mean"  # LIME's default: switched off = grey
         return lime(ck, img, cls, n_samples=args.samples or 200, n_segments=args.segments,
-                    baseline=_baseline(base), device=device)
+                    baseline=_baseline(base), device=device, show_progress=True)
     if method == "attention":
         return attention_maps(ck, img, device=device)
     if method == "entropy":
@@ -139,6 +139,20 @@ def write_explanation(out: Path, stem: str, img: np.ndarray, e) -> list[Path]:
     return written
 
 
+def _summary(extras: dict) -> str:
+    """The numbers of an explanation as 'key value, ...' (floats to 4 significant digits)."""
+    parts = []
+    for k, v in extras.items():
+        if k == "warning" or isinstance(v, bool) or not isinstance(v, (int, float, str)):
+            continue
+        if isinstance(v, float):
+            if math.isnan(v):
+                continue
+            v = f"{v:.4g}"
+        parts.append(f"{k} {v}")
+    return ", ".join(parts)
+
+
 def run_maps(args) -> int:
     from tqdm import tqdm
 
@@ -162,6 +176,10 @@ def run_maps(args) -> int:
         seen[stem] = str(path)
         try:
             img = load_image(path)
+            if args.method in ("ig", "lime", "mc-dropout"):     # the long ones say what they do first
+                n = {"ig": f"{args.steps} steps", "lime": f"{args.samples or 200} samples",
+                     "mc-dropout": f"{args.samples or 20} passes"}[args.method]
+                print(f"{args.method} on {Path(path).name}: {n} ...", file=sys.stderr, flush=True)
             e = explain_image(ck, img, args.method, cls, args, device)
             files = write_explanation(out, Path(path).stem, img, e)
         except MarsamError as err:
@@ -170,9 +188,9 @@ def run_maps(args) -> int:
             failed += 1
             print(f"marsam: skipped {path}: {err}", file=sys.stderr)
             continue
-        summary = {k: v for k, v in e.extras.items() if isinstance(v, (int, float, str)) and not
-                   (isinstance(v, float) and math.isnan(v))}
-        print(f"{files[0]}  {summary}")
+        print(f"{files[0]}  {_summary(e.extras)}")
+        if e.extras.get("warning"):
+            print(f"marsam: warning: {e.extras['warning']}", file=sys.stderr)
     return 1 if failed else 0
 
 

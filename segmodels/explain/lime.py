@@ -11,6 +11,8 @@ model's behaviour is not additive over these superpixels and the map should not 
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from torch import nn
@@ -50,6 +52,29 @@ def _surrogate(alpha: float):
     return ScoredLasso(alpha=alpha)
 
 
+#: below this weighted R^2 the surrogate explains (almost) none of the score's changes
+log = logging.getLogger(__name__)
+MIN_R2 = 0.1
+
+
+def lime_warning(r2: float, nonzero: int, n_superpixels: int, max_abs: float, n_samples: int) -> str | None:
+    """One line saying that a LIME map shows nothing and what to change, or None when it is usable.
+
+    LIME fails silently when switching superpixels off hardly changes the class score (the
+    model's prediction of the class does not depend on any one region, or the class is not
+    predicted at all): the Lasso then keeps no coefficient, R^2 is ~0 and the map is all zero.
+    """
+    if nonzero == 0 or max_abs == 0.0:
+        what = f"all {n_superpixels} superpixel coefficients are zero (R^2 {r2:.2f})"
+    elif not (r2 >= MIN_R2):          # also NaN: a constant score
+        what = f"the surrogate explains almost nothing (R^2 {r2:.2f}, {nonzero} of {n_superpixels} coefficients non-zero)"
+    else:
+        return None
+    return (f"LIME: {what}, so the map shows nothing reliable; switching superpixels off barely changes the "
+            f"score: try more samples (--samples {max(4 * n_samples, 1000)}), fewer superpixels (--segments "
+            f"{max(n_superpixels // 2, 8)}), another --baseline, or a class the model predicts in this image (--class)")
+
+
 def superpixels(x: torch.Tensor, normalization: Normalization | dict | None, n_segments: int = 50,
                 compactness: float = 0.1) -> np.ndarray:
     """H x W int64 SLIC segment ids 0..S-1 of the (de-normalised) image."""
@@ -67,11 +92,13 @@ def lime(model: nn.Module | Checkpoint, x: torch.Tensor | np.ndarray, target: st
          n_samples: int = 200, n_segments: int = 50, compactness: float = 0.1,
          baseline: str | float = "mean", alpha: float = 0.001, perturbations_per_eval: int = 8,
          normalization: Normalization | dict | None = None, label_spec: LabelSpec | None = None,
-         device: torch.device | str | None = None, seed: int = 0) -> Explanation:
+         device: torch.device | str | None = None, seed: int = 0, show_progress: bool = False) -> Explanation:
     """LIME map (H x W: each superpixel's surrogate coefficient) of class ``target``.
 
     ``extras``: ``r2`` (weighted R^2 of the surrogate on its samples), ``n_superpixels``,
-    ``nonzero_coefficients`` (the surrogate's sparsity), ``segments`` (the H x W SLIC map).
+    ``nonzero_coefficients`` (the surrogate's sparsity), ``segments`` (the H x W SLIC map), and
+    ``warning`` (one line, see :func:`lime_warning`) when the surrogate explains nothing.
+    ``show_progress``: captum's progress bar over the samples (the CLI shows it).
     """
     from captum.attr import Lime
 
@@ -91,12 +118,18 @@ def lime(model: nn.Module | Checkpoint, x: torch.Tensor | np.ndarray, target: st
         with torch.no_grad():
             attr = explainer.attribute(r.x, baselines=base, target=None, feature_mask=mask,
                                        n_samples=int(n_samples), perturbations_per_eval=int(perturbations_per_eval),
-                                       return_input_shape=True)
+                                       return_input_shape=True, show_progress=show_progress)
     finally:
         torch.random.set_rng_state(gen)
     coefs = surrogate.representation().reshape(-1)
     extras = dict(info, r2=float(surrogate.r2), n_samples=int(n_samples), n_superpixels=int(seg.max() + 1),
                   nonzero_coefficients=int((coefs.abs() > 0).sum()), alpha=alpha,
                   baseline=baseline, segments=seg)
-    return Explanation(map=finite_map(attr[0, 0] if attr.shape[1] else attr), method="lime", class_id=c,
+    amap = finite_map(attr[0, 0] if attr.shape[1] else attr)
+    why = lime_warning(extras["r2"], extras["nonzero_coefficients"], extras["n_superpixels"],
+                       float(np.abs(amap).max()) if amap.size else 0.0, int(n_samples))
+    if why:
+        extras["warning"] = why
+        log.info(why)
+    return Explanation(map=amap, method="lime", class_id=c,
                        class_name=class_label(r.label_spec, c), extras=extras)

@@ -88,3 +88,20 @@ def test_sam_decoder_refuses_images():
     # an embedding works, and the map has the decoder's output size
     e = gradcam(dec, torch.randn(1, 256, 64, 64), 0)
     assert e.map.shape == (64, 64) and np.isfinite(e.map).all()
+
+
+def test_lime_that_explains_nothing_says_so_in_one_line():
+    """A model whose score no superpixel changes (all weights zero): R^2 0 / no coefficient, an
+    all-zero map; LIME must not hand that back silently."""
+    from segmodels import build_model
+    from segmodels.explain.cli import _summary
+    flat = build_model("unet", num_classes=2, base=4).eval()
+    with torch.no_grad():
+        for p in flat.parameters():
+            p.zero_()
+    img = np.random.default_rng(0).integers(0, 255, (32, 32)).astype(np.uint8)
+    e = lime(flat, img, 0, n_samples=16, n_segments=8)
+    assert "LIME:" in e.extras["warning"] and "--samples" in e.extras["warning"]
+    assert "\n" not in e.extras["warning"]
+    line = _summary(e.extras)                       # printed as 'key value', not a raw dict
+    assert "{" not in line and "n_samples 16" in line and "warning" not in line
