@@ -168,17 +168,21 @@ def detect_model_type(state_dict: dict) -> str | None:
 
 
 def _why_unloadable(e: Exception) -> str:
-    """One whole sentence for why torch.load refused a file (torch's own messages run to pages;
-    cutting them at a fixed length left the user half a sentence)."""
+    """One whole sentence for why torch.load refused a file. torch's own messages run to a page
+    (cutting them at a fixed length left the user half a sentence); the part that names the
+    cause is the ``WeightsUnpickler error`` detail, or the first line."""
     msg = str(e)
     if "Weights only load failed" in msg:
-        return ("it holds pickled Python objects, which marsam never unpickles (torch.load with "
-                "weights_only=True)")
+        detail = msg.split("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler error:" in msg else ""
+        detail = next((line.strip() for line in detail.splitlines() if line.strip()), "")
+        if "Unsupported global" in detail:
+            return ("it holds pickled Python objects, which marsam never unpickles (torch.load with "
+                    f"weights_only=True: {detail.split('.')[0][:160]})")
+        return f"it is damaged or not a PyTorch file ({detail[:160] or 'unpickling failed'})"
     first = next((line.strip() for line in msg.splitlines() if line.strip()), "")
-    if len(first) > 200:
-        first = first[:200].rsplit(" ", 1)[0] + " ..."
-    return (f"it is damaged or not a PyTorch file ({type(e).__name__}: {first})" if first
-            else f"it is damaged or not a PyTorch file ({type(e).__name__})")
+    if len(first) > 160:
+        first = first[:160].rsplit(" ", 1)[0] + " ..."
+    return f"it is damaged or not a PyTorch file ({type(e).__name__}{': ' + first if first else ''})"
 
 
 def read_state_dict(path: str | os.PathLike, mmap: bool = False) -> dict:

@@ -32,29 +32,16 @@ from segmodels.networks import build_model  # noqa: E402
 from segmodels.stats import count_params, gflops  # noqa: E402
 
 
-@torch.no_grad()
-def _rate(model, x, seconds: float) -> float:
-    model(x)
-    n, t0 = 0, time.perf_counter()
-    while n < 3 or time.perf_counter() - t0 < seconds:
-        model(x)
-        n += 1
-    return n / (time.perf_counter() - t0)
-
-
 def side_by_side(teacher, student, size: int, channels: int, rounds: int, seconds: float) -> dict:
-    x = torch.zeros(1, channels, size, size)
-    t_rates, s_rates = [], []
-    for _ in range(rounds):
-        t_rates.append(_rate(teacher, x, seconds))
-        s_rates.append(_rate(student, x, seconds))
-    ratios = [s / t for s, t in zip(s_rates, t_rates)]
-    return {"size": size, "teacher_images_per_second": round(statistics.median(t_rates), 3),
-            "student_images_per_second": round(statistics.median(s_rates), 3),
-            "speedup_median_of_rounds": round(statistics.median(ratios), 3),
-            "speedup_min": round(min(ratios), 3), "speedup_max": round(max(ratios), 3),
-            "teacher_gflops": round(gflops(teacher, tuple(x.shape)), 3),
-            "student_gflops": round(gflops(student, tuple(x.shape)), 3), "rounds": rounds}
+    from distill.evaluate import relative_speed     # the one home of the method (the demo uses it too)
+    shape = (1, channels, size, size)
+    r = relative_speed(teacher, student, shape, "cpu", rounds=rounds, seconds=seconds)
+    return {"size": size, "teacher_images_per_second": r["reference_images_per_second"],
+            "student_images_per_second": r["images_per_second"],
+            "speedup_median_of_rounds": r["ratio_median"],
+            "speedup_min": r["ratio_min"], "speedup_max": r["ratio_max"],
+            "teacher_gflops": round(gflops(teacher, shape), 3),
+            "student_gflops": round(gflops(student, shape), 3), "rounds": rounds}
 
 
 def decoder_epochs(width: int, out_size: int, epochs: int, images: int = 5) -> dict:

@@ -6,10 +6,12 @@ from __future__ import annotations
 def _demo(args) -> int:
     from .pipeline import run_demo
     numbers = run_demo(args.out, data=args.data, sam_checkpoint=args.sam_checkpoint, profile=args.profile,
-                       overwrite=args.overwrite, sam_model_type=args.sam_model_type, progress=True)
+                       overwrite=args.overwrite, sam_model_type=args.sam_model_type, progress=True,
+                       threads=args.threads)
     print(f"annotation ({numbers['engine']}) mIoU {numbers['annotation_iou']:.3f}; teacher mIoU "
           f"{numbers['teacher_miou']:.3f}; student mIoU {numbers['student_miou']:.3f} with "
-          f"{numbers['student_params']:,} parameters, {numbers['student_speedup_vs_teacher']:.2f}x the teacher's speed")
+          f"{numbers['student_params']:,} parameters, {numbers['student_speedup_vs_teacher']:.2f}x the teacher's speed (median of "
+          f"{numbers.get('speed_rounds') or '?'} interleaved rounds)")
     print(f"report: {numbers['report']['html']}")
     return 0
 
@@ -30,4 +32,5 @@ def register(sub) -> None:
     p.add_argument("--profile", default="cpu", choices=("cpu", "gpu"),
                    help="run size: cpu (96 px, small models, minutes on 2 cores) or gpu (256 px, paper-sized teacher) [cpu]")
     p.add_argument("--overwrite", action="store_true", help="replace a previous demo output in --out")
+    p.add_argument("--threads", type=int, help="torch CPU threads [cpu profile: 2, gpu: PyTorch's default]")
     p.set_defaults(func=_demo)

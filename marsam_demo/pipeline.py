@@ -127,7 +127,7 @@ def _write_annotations(folder: Path, train, annotated: list[np.ndarray], val) ->
 def run_demo(out: str | os.PathLike, data: str | os.PathLike | None = None,
              sam_checkpoint: str | os.PathLike | None = None, profile: str = "cpu", overwrite: bool = False,
              settings: DemoSettings | None = None, sam_model=None, sam_model_type: str = "auto",
-             progress: bool = True) -> dict:
+             progress: bool = True, threads: int | None = None) -> dict:
     """Run the demo into ``out`` and return the numbers of report.json (plus ``report`` paths).
 
     SAM annotates (and the domain decoder is trained) only when weights are named: by
@@ -137,12 +137,16 @@ def run_demo(out: str | os.PathLike, data: str | os.PathLike | None = None,
 
     ``settings`` overrides the profile's sizes (tests pass tiny ones); ``sam_model`` passes an
     already built :class:`annotate.sam_loading.SamModel` (tests use annotate's tiny random SAM)
-    instead of a checkpoint path.
+    instead of a checkpoint path. ``threads``: torch CPU threads (default: the profile's).
     """
     say = print if progress else log.info
     s = settings.validate() if settings is not None else DemoSettings.for_profile(profile)
     if settings is not None and profile != s.profile:
         s = dataclasses.replace(s, profile=profile).validate()
+    if threads is not None:
+        if threads < 1:
+            raise MarsamError(f"--threads must be at least 1, got {threads}")
+        s = dataclasses.replace(s, threads=int(threads))
     # 1. checks: nothing slow has happened yet, nothing is written until all pass
     src = check_data(data)
     out = check_output(out, overwrite, src)
@@ -197,6 +201,8 @@ def run_demo(out: str | os.PathLike, data: str | os.PathLike | None = None,
     # 5. evaluation on ground truth; 6. explanations and uncertainty
     clock.step("evaluation", "evaluating every model on the ground-truth validation images")
     results["evaluation"] = steps.evaluate_models(trained, val, sam, s, progress)
+    clock.step("speed", f"teacher and student side by side ({s.speed_rounds} interleaved rounds)")
+    results["speed"] = steps.speed(trained, s)
     clock.step("explanations", "Grad-CAM, entropy and calibration")
     visuals = steps.explain(trained, train, ann.label_maps, val, sam, cache, s)
 

@@ -22,6 +22,9 @@ def _numbers(results: dict) -> dict:
     ev = results["evaluation"]
     ann = results["annotation"]
     t_ips, s_ips = ev["teacher"].get("images_per_second"), ev["student"].get("images_per_second")
+    sp = results.get("speed")
+    if sp:   # measured side by side: interleaved rounds, median of the per-round ratios
+        t_ips, s_ips = sp["reference_images_per_second"], sp["images_per_second"]
     out = {
         "engine": ann["engine"],
         "annotation_iou": _r(ann["miou"]),
@@ -35,7 +38,11 @@ def _numbers(results: dict) -> dict:
         "student_params": ev["student"]["params"],
         "teacher_images_per_second": t_ips,
         "student_images_per_second": s_ips,
-        "student_speedup_vs_teacher": _r(s_ips / t_ips, 3) if t_ips and s_ips else None,
+        "student_speedup_vs_teacher": (sp["ratio_median"] if sp else
+                                       _r(s_ips / t_ips, 3) if t_ips and s_ips else None),
+        "student_speedup_range": [sp["ratio_min"], sp["ratio_max"]] if sp else None,
+        "speed_rounds": sp["rounds"] if sp else None,
+        "speed_method": sp["method"] if sp else "one after the other",
         "label_efficiency": results["label_efficiency"],
         "data": results["data"],
         "training": results["training"],
@@ -134,20 +141,29 @@ def build_report(out: Path, results: dict, visuals: dict, trained: dict, clock) 
                                    + "; the labels-only student is the same network without the teacher."],
         figures=[Figure("Training curves", figs["curves"], "training loss and validation mIoU per epoch")]))
     metric_rows, cost_rows = [], []
+    sp = results.get("speed")
     t_ips = ev["teacher"].get("images_per_second")
     for name, r in ev.items():
         metric_rows.append([MODEL_TITLES[name], r["miou"], r["pixel_accuracy"], r["macro_f1"], r["ece"],
                             *[r["iou_per_class"].get(c) for c in classes]])
         ips = r.get("images_per_second")
-        cost_rows.append([MODEL_TITLES[name], r["params"], r["gflops"], ips,
-                          (ips / t_ips) if ips and t_ips and name != "decoder" else None])
+        ratio = (ips / t_ips) if ips and t_ips and name != "decoder" else None
+        if sp and name == "teacher":
+            ips, ratio = sp["reference_images_per_second"], 1.0
+        elif sp and name == "student":
+            ips, ratio = sp["images_per_second"], sp["ratio_median"]
+        cost_rows.append([MODEL_TITLES[name], r["params"], r["gflops"], ips, ratio])
+    speed_note = (f"teacher and student timed side by side on {machine.get('device', '?')}: {sp['rounds']} "
+                  f"interleaved rounds of {sp['seconds_per_model_per_round']} s each, the median of the per-round "
+                  f"ratios (range {sp['ratio_min']:.2f} to {sp['ratio_max']:.2f}); other rows timed one after the other"
+                  if sp else f"images/s measured one after the other in this run on {machine.get('device', '?')}")
     sections.append(Section(
         "3. Evaluation on ground truth",
         tables=[Table("Metrics (validation split)", ["model", "mIoU", "pixel acc.", "macro F1", "ECE",
                                                      *[f"IoU {c}" for c in classes]], metric_rows),
                 Table("Size and speed", ["model", "params", f"GFLOPs ({data['size']} px)", "images/s (batch 1)",
                                          "speed-up vs teacher"], cost_rows,
-                      note=f"images/s measured one after the other in this run on {machine.get('device', '?')}"
+                      note=speed_note
                            + ("; the decoder's figure includes SAM's image encoder" if "decoder" in ev else ""))],
         figures=[Figure("Predictions", figs["predictions"], "validation images, ground truth and each model's prediction")]))
     le = results["label_efficiency"]

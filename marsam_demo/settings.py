@@ -36,6 +36,8 @@ class DemoSettings:
     explain_images: int = 3           #: validation images shown with Grad-CAM and uncertainty
     grid_images: int = 4              #: validation images in the prediction grid
     threads: int | None = 2           #: torch CPU threads (None: PyTorch's default)
+    speed_rounds: int = 5             #: teacher/student speed: interleaved rounds (median of the ratios)
+    speed_seconds: float = 0.5        #: timing window per model per round
     device: str = "auto"
     seed: int = 0
 

@@ -80,6 +80,19 @@ def evaluate_models(trained: dict, val, sam, s: DemoSettings, progress: bool) ->
     return results
 
 
+def speed(trained: dict, s: DemoSettings, channels: int = 1) -> dict | None:
+    """The student's speed relative to the teacher's, measured side by side (interleaved rounds,
+    median of the per-round ratios: :func:`distill.evaluate.relative_speed`)."""
+    from distill.evaluate import relative_speed
+    from segmodels.checkpoints import load_checkpoint
+    if "teacher" not in trained or "student" not in trained:
+        return None
+    teacher, student = (load_checkpoint(trained[k].best).model for k in ("teacher", "student"))
+    dev = "cpu" if s.device in ("auto", "cpu") else s.device
+    return relative_speed(teacher, student, (1, channels, s.size, s.size), dev, rounds=s.speed_rounds,
+                          seconds=s.speed_seconds)
+
+
 def _target_class(gt: np.ndarray, spec) -> int:
     """The class Grad-CAM explains in one image: the largest region that is not the background soil."""
     counts = np.bincount(gt[gt != spec.ignore_index].ravel(), minlength=spec.num_classes)[: spec.num_classes]

@@ -120,3 +120,20 @@ def test_find_checkpoint_downloads_official_file_once(local_server, monkeypatch,
     (www / "sam_vit_b_01ec64.pth").unlink()
     assert find_checkpoint("vit_b") == path  # cached: no second download
     assert sam_loading.file_id(path) == hashlib.sha256(payload).hexdigest()
+
+
+def test_an_unloadable_pth_is_one_whole_sentence(tmp_path):
+    """torch's refusal runs to a page; the user gets the cause and the fix, not half a sentence."""
+    import argparse
+
+    import torch
+
+    from annotate.sam_loading import read_state_dict
+    from segmodels.errors import MarsamError
+    (tmp_path / "junk.pth").write_bytes(bytes(range(256)) * 8)                 # not a PyTorch file
+    torch.save({"args": argparse.Namespace(x=1)}, tmp_path / "pickled.pth")   # pickled Python objects
+    for name, cause in (("junk.pth", "damaged or not a PyTorch file"), ("pickled.pth", "pickled Python objects")):
+        with pytest.raises(MarsamError) as e:
+            read_state_dict(tmp_path / name)
+        msg = str(e.value)
+        assert cause in msg and msg.endswith("(a plain state dict)") and "\n" not in msg and len(msg) < 400

@@ -17,7 +17,7 @@ REQUIRED = ("annotation_iou", "teacher_miou", "student_miou", "student_params", 
 def tiny(**kw) -> DemoSettings:
     base = dict(size=32, n_train=4, n_val=2, teacher_base=4, student_base=4, teacher_epochs=1, student_epochs=1,
                 decoder_epochs=1, label_efficiency_ns=(2, 4), label_efficiency_epochs=1, batch_size=4,
-                explain_images=1, grid_images=2, threads=None)
+                explain_images=1, grid_images=2, threads=None, speed_rounds=3, speed_seconds=0.02)
     base.update(kw)
     return DemoSettings(**base)
 
@@ -29,6 +29,10 @@ def _check_report(out, numbers):
     assert doc == {**doc, **{k: numbers[k] for k in REQUIRED}}
     assert 0.0 <= doc["annotation_iou"] <= 1.0 and 0.0 <= doc["student_miou"] <= 1.0
     assert doc["student_params"] > 0 and doc["student_speedup_vs_teacher"] > 0
+    # the ratio is measured side by side: interleaved rounds, the median of the per-round ratios
+    lo, hi = doc["student_speedup_range"]
+    assert doc["speed_rounds"] == 3 and lo <= doc["student_speedup_vs_teacher"] <= hi
+    assert "interleaved rounds" in (out / "report.md").read_text()
     assert [r["n"] for r in doc["label_efficiency"]] == [2, 4]
     assert len(doc["figures"]) >= 7
     for rel in doc["figures"].values():
@@ -150,4 +154,7 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     assert err.startswith("marsam: error: output folder") and "\n" not in err
     assert main(["demo", "--out", str(tmp_path / "new"), "--sam-checkpoint", str(tmp_path / "none.pth")]) == 2
     assert "SAM checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    assert main(["demo", "--out", str(tmp_path / "new"), "--threads", "0"]) == 2      # bad --threads
+    assert "--threads must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
