@@ -45,7 +45,7 @@ BOUNDS = {
     "predict": lambda p: 48 * p / MB + 1000,    # K=4 float32 probabilities (16 B/px), input, weights, labels + tiles
     "explain": lambda p: 56 * p / MB + 1000,    # predict + entropy and max-prob maps (float32)
     "gradcam-bound": lambda p: 2500,            # 1024 x 1024 through the student with gradients
-    "gradcam-12k": lambda p: 200,               # refused before any work
+    "gradcam-12k": lambda p: 200,               # refused from the header, before decoding
     "marsam-predict": lambda p: 6 * p / MB + 1500,  # image, labels, uint8 outputs + one strip's probabilities
 }
 
@@ -125,16 +125,20 @@ def run_case(case: str, image: Path, boxes: Path, work: Path) -> dict:
         e = explain_image(ck, img, "entropy", None, ap.Namespace(), "cpu")
         files = write_explanation(work, "big", img, e)
         extra = {"files": [p.name for p in files], "mean_entropy": e.extras["mean_entropy"]}
-    else:
-        img = load_image(image)
-        if case == "gradcam-bound":
-            img = np.ascontiguousarray(img[:1024, :1024])
-        try:
-            e = explain_image(ck, img, "gradcam", None, ap.Namespace(layer=None), "cpu")
-            write_explanation(work, "crop", img, e)
-            extra = {"shape": list(img.shape)}
-        except MarsamError as err:
-            extra = {"refused": str(err)}
+    elif case == "gradcam-bound":
+        img = np.ascontiguousarray(load_image(image)[:1024, :1024])
+        e = explain_image(ck, img, "gradcam", None, ap.Namespace(layer=None), "cpu")
+        write_explanation(work, "crop", img, e)
+        extra = {"shape": list(img.shape)}
+    else:  # gradcam-12k: the CLI refuses from the image header, before decoding
+        import contextlib
+        import io
+        from segmodels.cli import main as marsam
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            rc = marsam(["explain", "--checkpoint", str(student), "--image", str(image), "--method", "gradcam",
+                         "--out", str(work / "x")])
+        extra = {"exit": rc, "refused": err.getvalue().strip().splitlines()[-1]}
     return {"case": case, "seconds": round(time.perf_counter() - t0, 1), "baseline_peak_rss_mb": round(base_peak),
             "baseline_rss_mb": round(base_now), "peak_rss_mb": round(_rss_mb()),
             "peak_above_baseline_mb": round(_rss_mb() - base_now), **extra}

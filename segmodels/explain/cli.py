@@ -75,15 +75,18 @@ def _dominant_class(ck, img, device) -> int:
 MAX_WHOLE_IMAGE_PIXELS = 1024 * 1024
 
 
-def explain_image(ck, img: np.ndarray, method: str, cls, args, device):
-    """The Explanation of one image with one method, options taken from ``args``."""
-    from . import attention_maps, entropy_map, gradcam, integrated_gradients, lime, mc_dropout_map
-
-    h, w = np.shape(img)[:2]
+def _check_size(method: str, h: int, w: int) -> None:
     if method != "entropy" and h * w > MAX_WHOLE_IMAGE_PIXELS:
         raise MarsamError(f"the image is {w}x{h} pixels; --method {method} runs the model on the whole image at "
                           f"once and is bounded to {MAX_WHOLE_IMAGE_PIXELS / 1e6:.1f} Mpx (1024 x 1024) to stay "
                           "within a laptop's memory: crop the region of interest, or use --method entropy (tiled)")
+
+
+def explain_image(ck, img: np.ndarray, method: str, cls, args, device):
+    """The Explanation of one image with one method, options taken from ``args``."""
+    from . import attention_maps, entropy_map, gradcam, integrated_gradients, lime, mc_dropout_map
+
+    _check_size(method, *np.shape(img)[:2])
 
     if method in CLASS_METHODS and cls is None:
         cls = _dominant_class(ck, img, device)
@@ -158,7 +161,7 @@ def run_maps(args) -> int:
 
     from ..predictors import load_predictor
     from ..device import pick_device
-    from ..images import load_image
+    from ..images import image_size, load_image
 
     device = pick_device(args.device)
     ck = load_predictor(args.checkpoint, device=device)
@@ -175,6 +178,7 @@ def run_maps(args) -> int:
             continue
         seen[stem] = str(path)
         try:
+            _check_size(args.method, *image_size(path))   # from the header: refused before decoding
             img = load_image(path)
             if args.method in ("ig", "lime", "mc-dropout"):     # the long ones say what they do first
                 n = {"ig": f"{args.steps} steps", "lime": f"{args.samples or 200} samples",
