@@ -14,6 +14,10 @@ from .report import (Figure, Section, Table, label_efficiency, overlay_grid, pre
 from .steps import MODEL_TITLES
 
 
+LABEL_EFFICIENCY_CAVEAT = ("one training run per N (one seed): without repeated runs the differences between "
+                           "points cannot be told from run-to-run noise; read them as noise, not a trend")
+
+
 def _r(v, nd=4):
     return None if v is None or v != v else round(float(v), nd)
 
@@ -83,18 +87,22 @@ def _figures(out: Path, results: dict, visuals: dict, trained: dict) -> dict[str
     paths["uncertainty"] = overlay_grid(visuals["explain_images"],
                                         {f"entropy {name}": visuals["entropy"][name] for name in ("teacher", "student")},
                                         fig / "uncertainty.png", cmap="magma", alpha=0.6,
-                                        titles=visuals["explain_titles"], vmax=math.log(spec.num_classes))
+                                        titles=visuals["explain_ids"], vmax=math.log(spec.num_classes),
+                                        bar_label=f"predictive entropy (nats, 0 to log {spec.num_classes})")
     curves = {}
     for name, bins in visuals["calibration"].items():
         filled = bins.count > 0
+        # the legend shows the evaluation's ECE, the number in the metrics table (same bins)
+        ev_ece = results["evaluation"].get(name, {}).get("ece")
         curves[MODEL_TITLES[name]] = {"confidence": bins.mean_confidence()[filled],
-                                      "accuracy": bins.accuracy()[filled], "ece": bins.ece()}
+                                      "accuracy": bins.accuracy()[filled],
+                                      "ece": ev_ece if ev_ece is not None else bins.ece()}
     paths["reliability"] = reliability_diagram(curves, fig / "reliability.png")
     le = results["label_efficiency"]
     if le:
         paths["label_efficiency"] = label_efficiency(
             {"student (labels only)": [(r["n"], r["miou"]) for r in le if r["miou"] is not None]},
-            fig / "label_efficiency.png", metric="val mIoU (ground truth)")
+            fig / "label_efficiency.png", metric="val mIoU (ground truth)", note=LABEL_EFFICIENCY_CAVEAT)
     return paths
 
 
@@ -170,7 +178,8 @@ def build_report(out: Path, results: dict, visuals: dict, trained: dict, clock) 
     if le:
         sections.append(Section(
             "4. Label efficiency",
-            paragraphs=["The student trained on labels alone from the first N annotated images (nested sets)."],
+            paragraphs=["The student trained on labels alone from the first N annotated images (nested sets). "
+                        f"Each point is {LABEL_EFFICIENCY_CAVEAT}."],
             tables=[Table("Validation mIoU against N", ["N", "mIoU", "macro F1", "pixel acc.", "epochs"],
                           [[r["n"], r["miou"], r["macro_f1"], r["pixel_accuracy"], r["epochs"]] for r in le])],
             figures=[Figure("Label-efficiency curve", figs["label_efficiency"], "")]))

@@ -114,7 +114,7 @@ def explain(trained: dict, train, annotations, val, sam, cache, s: DemoSettings)
     probs: dict[str, list[np.ndarray]] = {name: [] for name in ckpts}
     calibration = {}
     for name, ck in ckpts.items():
-        bins = CalibrationBins(n_bins=10, ignore_index=spec.ignore_index)
+        bins = CalibrationBins(n_bins=15, ignore_index=spec.ignore_index)   # the bins of the table's ECE
         for img, gt in zip(val.images, val.masks):
             p = ck.probabilities(img, device=dev)
             probs[name].append(p)
@@ -138,6 +138,7 @@ def explain(trained: dict, train, annotations, val, sam, cache, s: DemoSettings)
         "annotations": [annotations[i] for i in range(n_ann)],
         "explain_images": [val.images[i] for i in range(n_cam)],
         "explain_titles": [f"{val.ids[i][:18]}\nclass: {spec.classes[t]}" for i, t in enumerate(targets)],
+        "explain_ids": [val.ids[i][:18] for i in range(n_cam)],      # entropy rows: no class
         "explain_targets": [spec.classes[t] for t in targets],
         "gradcam": cams, "entropy": entropy, "calibration": calibration,
         "mean_entropy": {name: float(np.mean([predictive_entropy(p).mean() for p in probs[name]])) for name in probs},

@@ -93,7 +93,7 @@ def prediction_grid(images: Sequence[np.ndarray], ground_truth: Sequence[np.ndar
 
 def overlay_grid(images: Sequence[np.ndarray], maps: Mapping[str, Sequence[np.ndarray]], path,
                  cmap: str = "jet", alpha: float = 0.5, titles: Sequence[str] | None = None,
-                 vmax: float | None = None, per_map: bool = False) -> Path:
+                 vmax: float | None = None, per_map: bool = False, bar_label: str = "") -> Path:
     """Rows = images; columns = the image, then each map (Grad-CAM, entropy, ...) laid over it.
 
     By default maps share a colour scale per column (0 to ``vmax``, or to the column's maximum)
@@ -119,9 +119,10 @@ def overlay_grid(images: Sequence[np.ndarray], maps: Mapping[str, Sequence[np.nd
             im = ax.imshow(arr, cmap=cmap, alpha=alpha, vmin=0, vmax=1.0 if per_map else top)
             if i == 0:
                 ax.set_title(name, fontsize=9)
-        bar = fig.colorbar(im, ax=axes[:, j].tolist(), shrink=0.6, fraction=0.05)
-        if per_map:
-            bar.set_label("fraction of the map's maximum", fontsize=7)
+        bar = fig.colorbar(im, ax=axes[:, j].tolist(), shrink=0.8, fraction=0.06, pad=0.02)
+        bar.ax.tick_params(labelsize=7)
+        if per_map or bar_label:
+            bar.set_label(bar_label or "fraction of the map's maximum", fontsize=7)
     for i in range(n):
         axes[i, 0].imshow(_as_display(images[i]), cmap="gray", vmin=0, vmax=1)
         if titles is not None:
@@ -147,7 +148,7 @@ def reliability_diagram(curves: Mapping[str, Mapping[str, Sequence[float]]], pat
         conf = np.asarray(c["confidence"], float)
         acc = np.asarray(c["accuracy"], float)
         keep = np.isfinite(conf) & np.isfinite(acc)
-        label = f"{name} (ECE {c['ece']:.3f})" if c.get("ece") is not None else name
+        label = f"{name} (ECE {c['ece']:.3f})" if c.get("ece") is not None else name  # the table's ECE
         ax.plot(conf[keep], acc[keep], marker="o", markersize=4, label=label)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
@@ -160,9 +161,11 @@ def reliability_diagram(curves: Mapping[str, Mapping[str, Sequence[float]]], pat
 
 
 def label_efficiency(curves: Mapping[str, Sequence[tuple[float, float]]], path,
-                     metric: str = "val mIoU") -> Path:
-    """The metric against the number of labelled training images N, one line per model."""
-    fig = _figure(4.8, 3.4)
+                     metric: str = "val mIoU", note: str = "") -> Path:
+    """The metric against the number of labelled training images N, one line per model, on the
+    metric's whole 0..1 axis (a zoomed axis makes noise look like a trend); ``note`` is printed
+    under the plot (e.g. that differences are within the noise)."""
+    fig = _figure(4.8, 3.6 if note else 3.4)
     ax = fig.subplots()
     for name, points in curves.items():
         pts = sorted((float(n), float(v)) for n, v in points)
@@ -170,6 +173,10 @@ def label_efficiency(curves: Mapping[str, Sequence[tuple[float, float]]], path,
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
     ax.set_xlabel("labelled training images N")
     ax.set_ylabel(metric)
+    ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    if note:
+        fig.text(0.5, 0.005, note, ha="center", va="bottom", fontsize=7, style="italic", wrap=True)
+        fig.get_layout_engine().set(rect=(0, 0.06, 1, 0.94))
     return _save(fig, path)

@@ -116,16 +116,21 @@ def save_overlay_png(path: str | os.PathLike, image: np.ndarray, m: np.ndarray, 
     cm = cmap or (SIGNED_CMAP if signed else POSITIVE_CMAP)
     image, m = display_size(image, m)      # drawn at display size: the figure shows no more pixels
     h, w = m.shape
-    fig = Figure(figsize=(9.0, 4.6 * h / max(w, 1) + 0.6), dpi=110)
+    import textwrap
+    # the title (image name, method, class, numbers) spans the figure above both panels: over the
+    # right panel alone a long one ran into the left panel's title
+    lines = textwrap.wrap(title, 90) if title else []
+    fig = Figure(figsize=(9.0, 4.6 * h / max(w, 1) + 0.6 + 0.18 * len(lines)), dpi=110, layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     ax1.imshow(to_gray_float(image), cmap="gray", vmin=0, vmax=1)
     ax1.set_title("image", fontsize=9)
     ax2.imshow(overlay_rgb(image, m, alpha, cm, signed, limits=(lo, hi)))
-    ax2.set_title(title, fontsize=9)
+    ax2.set_title(label or "map", fontsize=9)
+    if lines:
+        fig.suptitle("\n".join(lines), fontsize=9)
     for ax in (ax1, ax2):
         ax.set_axis_off()
     fig.colorbar(ScalarMappable(Normalize(lo, hi), cmap=cm), ax=ax2, fraction=0.046, pad=0.02, label=label)
-    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     atomic_write_bytes(path, buf.getvalue())

@@ -33,6 +33,9 @@ def _check_report(out, numbers):
     lo, hi = doc["student_speedup_range"]
     assert doc["speed_rounds"] == 3 and lo <= doc["student_speedup_vs_teacher"] <= hi
     assert "interleaved rounds" in (out / "report.md").read_text()
+    assert "noise, not a trend" in (out / "report.md").read_text()          # the label-efficiency caveat
+    ece_table = {k: round(v["ece"], 3) for k, v in doc["models"].items()}   # what the diagram's legend shows
+    assert all(v is not None for v in ece_table.values())
     assert [r["n"] for r in doc["label_efficiency"]] == [2, 4]
     assert len(doc["figures"]) >= 7
     for rel in doc["figures"].values():
