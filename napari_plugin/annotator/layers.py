@@ -95,7 +95,7 @@ def box_vertices(box: tuple[float, float, float, float]) -> np.ndarray:
 
 def fallback_text(reason: str) -> str:
     """What a box whose mask is the engine's fallback shape says on the canvas."""
-    return f"GrabCut fallback ({reason}): shape filled" if reason else ""
+    return f"filled box (GrabCut: {reason})" if reason else ""
 
 
 def show_notes(shapes, notes: list[str]) -> None:

@@ -169,7 +169,7 @@ def test_grabcut_fallback_is_said_on_the_box_and_in_the_status(annotator, wait_i
     w.shapes.add_rectangles(np.array([[90, 90], [140, 150]]))
     wait_idle(w)
     notes = list(w.shapes.features["note"])
-    assert all(n.startswith("GrabCut fallback") for n in notes), notes
+    assert all(n.startswith("filled box (GrabCut: ") for n in notes), notes
     assert "GrabCut could not segment" in w.status.value and "2 box(es)" in w.status.value
 
 
