@@ -128,3 +128,44 @@ def test_hirise_journey_with_a_user_label_yaml(tmp_path, hirise_dir, capsys):
     _check_labels(tmp_path / "valid-session", 1)
     from annotate.session import Session
     assert Session.open(tmp_path / "valid-session").label_spec.classes == ("background", "collapse-pit")
+
+
+def test_label_efficiency_on_a_session_needs_no_set(tmp_path, capsys):
+    """`marsam experiment label-efficiency --data SESSION`: the session's spec and its held-out val."""
+    from PIL import Image
+
+    from annotate.session import Session
+    from segmodels.labels import HIRISE_PITS
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(6):
+        img = rng.integers(0, 80, (48, 48)).astype(np.uint8)
+        img[10:30, 12:34] = 200
+        paths.append(tmp_path / f"im{i}.png")
+        Image.fromarray(img).save(paths[-1])
+    session = Session.create(tmp_path / "s", paths, HIRISE_PITS)
+    for p in paths:
+        lm = np.full((48, 48), 255, np.uint8)
+        lm[10:30, 12:34] = 1
+        session.set_result(p, [], lm, complete=True)
+    rc = main(["experiment", "label-efficiency", "--model", "student", "--no-distill", "--data", str(tmp_path / "s"),
+               "--ns", "2,4", "--epochs", "1", "--size", "32", "--student-base", "4", "--out", str(tmp_path / "le")])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "1 of 6 labelled images" in out and "N=  4" in out
+    table = json.loads((tmp_path / "le" / "label_efficiency.json").read_text())
+    assert [r["n"] for r in table["rows"]] == [2, 4]
+
+
+@pytest.mark.parametrize("argv", [["train", "decoder"], ["experiment", "label-efficiency"]])
+def test_missing_sam_weights_advice_names_an_option_the_command_has(argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MARSAM_OFFLINE", "1")
+    monkeypatch.setenv("MARSAM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("MARSAM_SAM_CHECKPOINT", raising=False)
+    assert main(argv + ["--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pass --sam-checkpoint PATH" in err and "\n" not in err
+    # ... and that option exists on the command (an absent file is named, not an unknown option)
+    assert main(argv + ["--data", str(tmp_path), "--out", str(tmp_path / "o"),
+                        "--sam-checkpoint", str(tmp_path / "none.pth")]) == 2
+    assert "none.pth does not exist" in capsys.readouterr().err
