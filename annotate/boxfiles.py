@@ -65,6 +65,7 @@ class _Reader:
         self.sizes: dict[str, tuple[int, int] | None] = {}
 
     def warn(self, msg: str) -> None:
+        msg = " ".join(str(msg).splitlines())   # one line, whatever text the file put in it
         log.warning(msg)
         self.problems.append(msg)
 
@@ -241,7 +242,7 @@ def _read_coco(path: Path, classes: _Classes, images_dir, problems) -> dict[str,
         if isinstance(c, dict) and _coco_int(c.get("id")) is not None and isinstance(c.get("name"), str):
             cats[_coco_int(c["id"])] = c["name"]
         else:
-            r.warn(f"{path.name}: category {str(c)[:60]} rejected: it needs an integer id and a name")
+            r.warn(f"{path.name}: category {repr(c)[:60]} rejected: it needs an integer id and a name")
     for k, a in enumerate(data.get("annotations", [])):
         if not isinstance(a, dict):
             r.warn(f"{path.name} annotation entry {k}: rejected: not an object")
