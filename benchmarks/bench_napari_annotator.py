@@ -177,7 +177,8 @@ def main(argv=None) -> int:
         "what_a_latency_includes": "worker-thread segmentation of the new box, incremental merge of the "
                                    "changed region, partial Labels layer update; the atomic autosave of the "
                                    "session (PNG + JSON) runs in a background thread: box_to_session_saved",
-        "machine": {**machine_info(), "napari": napari.__version__, "display": os.environ.get("DISPLAY", "")},
+        "machine": {**machine_info(), "napari": napari.__version__, "display": os.environ.get("DISPLAY", ""),
+                    "load_average_1_5_15_at_start": load_at_start},
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
