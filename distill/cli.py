@@ -114,7 +114,7 @@ def _evaluate(args) -> int:
     ds = open_dataset(data, split, size, channels, label_spec=predictor.label_spec, limit=args.limit,
                       progress=True, mixed_sizes=not on_pixels)
     result = evaluate(predictor, ds, batch_size=args.batch_size, device=args.device, speed=not args.no_speed,
-                      progress=True)
+                      progress=True, worst=args.worst)
     result["checkpoint"] = str(args.checkpoint)
     out = Path(args.json or Path(args.checkpoint).with_name(f"eval-{split}.json"))
     paths = write_evaluation(result, out, ds.label_spec)
@@ -150,6 +150,7 @@ def _model_card(args) -> int:
         raise MarsamError("marsam model-card needs RUN_DIR and OUT.md (or --show NAME for a shipped card)")
     from .model_card import main
     argv = [str(args.run), str(args.out), "--name", args.name, "--note", args.note]
+    argv += ["--figure", args.figure] if args.figure else []
     return main(argv + (["--note-file", str(args.note_file)] if args.note_file else []))
 
 
@@ -250,6 +251,8 @@ def register(sub) -> None:
     e.add_argument("--batch-size", dest="batch_size", type=int, default=8)
     e.add_argument("--device")
     e.add_argument("--no-speed", action="store_true", help="skip the images/s measurement")
+    e.add_argument("--worst", type=int, default=6, help="draw the N images of lowest pixel accuracy "
+                   "(JSON-worst.png; 0: none) [6]")
     e.add_argument("--threads", type=int, help="torch CPU threads (on shared cores 1 is often fastest)")
     add_sam_options(e, old_model=(), old_checkpoint=False,
                     type_help="SAM model type, when the checkpoint is a domain decoder")
@@ -258,12 +261,14 @@ def register(sub) -> None:
     mc = sub.add_parser("model-card", help="write a model card from a finished run, or show a shipped one",
                         description="Numbers are read from the run's files (summary.json, config.yaml, eval/*.json), "
                                     "never typed by hand; see distill.model_card.")
-    mc.add_argument("run", nargs="?", help="run folder with teacher/, student/, student-labels-only/, eval/")
+    mc.add_argument("run", nargs="?", help="run folder with student/ and eval/student.json (optionally teacher/, "
+                    "student-labels-only/, bench_distill.json, pipeline.sh)")
     mc.add_argument("out", nargs="?", help="the card to write (.md)")
     mc.add_argument("--name", default="ai4mars-student", help="model name in the card [ai4mars-student]")
     mc.add_argument("--note", default="", help="extra paragraph (e.g. limitations), markdown")
     mc.add_argument("--note-file", help="extra markdown appended at the end")
     mc.add_argument("--show", metavar="NAME", help="print the card of a shipped pretrained model instead")
+    mc.add_argument("--figure", help="link to the PNG of the worst val images, as the card should show it")
     mc.set_defaults(func=_model_card)
 
     x = sub.add_parser("experiment", help="experiments of the paper")

@@ -94,10 +94,12 @@ def relative_speed(reference: nn.Module, model: nn.Module, input_shape: tuple[in
 
 def evaluate(checkpoint_or_model, dataset: SegmentationDataset, batch_size: int = 8,
              device: str | torch.device | None = None, speed: bool = True, sam_model=None,
-             grid_samples: int = 6, progress: bool = False) -> dict:
+             grid_samples: int = 6, progress: bool = False, worst: int = 0) -> dict:
     """Metrics of a model (anything ``segmodels.predictors.load_predictor`` takes: checkpoint path,
     pretrained name, Checkpoint, module, Predictor) on ``dataset``; see the module doc.
-    ``sam_model`` feeds a predictor that reads SAM embeddings (the domain decoder)."""
+    ``sam_model`` feeds a predictor that reads SAM embeddings (the domain decoder). ``worst``: the
+    images with the lowest accuracy over their labelled pixels are listed (``result["worst"]``) and
+    drawn by :func:`write_evaluation` (what the model is bad at)."""
     dev = pick_device(device)
     predictor = load_predictor(checkpoint_or_model, sam=sam_model)
     check_label_spec(predictor, dataset.label_spec, where="the dataset is labelled with",
@@ -107,6 +109,7 @@ def evaluate(checkpoint_or_model, dataset: SegmentationDataset, batch_size: int 
     spec = dataset.label_spec
     metrics = SegmentationMetrics(spec.num_classes, spec.ignore_index)
     samples = []
+    worst_heap: list = []          # (accuracy, index, prediction) of the worst images so far
     model = predictor.module
     # a torch network on the image is evaluated in batches at the dataset's size; any other
     # predictor (the SAM decoder, which embeds each image at its own size) image by image
@@ -128,9 +131,12 @@ def evaluate(checkpoint_or_model, dataset: SegmentationDataset, batch_size: int 
             logits = model(x).float().cpu()
             metrics.update(logits, batch["y"])
             pred = logits.argmax(1).numpy()
+            y = batch["y"].numpy()
             for j, idx in enumerate(batch["index"].tolist()):
                 if len(samples) < grid_samples:
                     samples.append((dataset.image_float(idx), dataset.masks[idx], pred[j]))
+                if worst:
+                    _keep_worst(worst_heap, worst, y[j], pred[j], idx, spec.ignore_index)
     else:
         if model is not None:
             model.to(dev)
@@ -166,8 +172,25 @@ def evaluate(checkpoint_or_model, dataset: SegmentationDataset, batch_size: int 
         result["images_per_second"] = round(measure_speed(model, shape, dev), 3)
     elif not batched:
         result["images_per_second"] = result["images_per_second_batch"]   # includes SAM's encoder
+    worst_sorted = sorted(worst_heap, key=lambda t: -t[0])      # lowest accuracy first
+    result["worst"] = [{"id": dataset.ids[i], "pixel_accuracy": round(-k, 4)} for k, i, _ in worst_sorted]
     result["_samples"] = samples
+    result["_worst_samples"] = [(dataset.image_float(i), dataset.masks[i], p) for _, i, p in worst_sorted]
     return result
+
+
+def _keep_worst(heap: list, n: int, y: np.ndarray, pred: np.ndarray, idx: int, ignore: int) -> None:
+    """Keep the ``n`` images of lowest labelled-pixel accuracy: a heap keyed by -accuracy, whose
+    root is the best-scoring image kept (the one to evict)."""
+    import heapq
+    lab = y != ignore
+    if not lab.any():
+        return
+    key = -float((pred[lab] == y[lab]).mean())
+    if len(heap) < n:
+        heapq.heappush(heap, (key, idx, pred.astype(np.uint8)))
+    elif key > heap[0][0]:
+        heapq.heapreplace(heap, (key, idx, pred.astype(np.uint8)))
 
 
 def to_markdown(result: dict) -> str:
@@ -187,6 +210,10 @@ def to_markdown(result: dict) -> str:
         lines.append(f"| {n} | {f(result['iou_per_class'][n])} | {f(result['precision_per_class'][n])} | "
                      f"{f(result['recall_per_class'][n])} | {f(result['f1_per_class'][n])} |")
     lines += ["", "Confusion matrix (pixels):", "", confusion_to_markdown(result["confusion_matrix"], names), ""]
+    if result.get("worst"):
+        lines.append("Lowest pixel accuracy (labelled pixels) of all images: " +
+                     ", ".join(f"{w['id']} {w['pixel_accuracy']:.3f}" for w in result["worst"]))
+        lines.append("")
     if result.get("skipped"):
         lines.append(f"{len(result['skipped'])} pairs skipped: " +
                      "; ".join(f"{i} ({w})" for i, w in result["skipped"][:10]))
@@ -219,11 +246,18 @@ def save_grid(path: str | os.PathLike, samples, label_spec: LabelSpec) -> None:
 
 
 def write_evaluation(result: dict, json_path: str | os.PathLike, label_spec: LabelSpec) -> dict:
-    """JSON at ``json_path``, markdown and PNG grid next to it (same stem); returns the paths."""
+    """JSON at ``json_path``, markdown and PNG grid next to it (same stem), and ``STEM-worst.png``
+    with the worst images when there are any; returns the paths."""
     json_path = Path(json_path)
     samples = result.pop("_samples", [])
+    worst = result.pop("_worst_samples", [])
     atomic_write_json(json_path, result)
     md, png = json_path.with_suffix(".md"), json_path.with_suffix(".png")
     atomic_write_text(md, to_markdown(result))
     save_grid(png, samples, label_spec)
-    return {"json": str(json_path), "markdown": str(md), "grid": str(png)}
+    paths = {"json": str(json_path), "markdown": str(md), "grid": str(png)}
+    if worst:
+        wpng = json_path.with_name(json_path.stem + "-worst.png")
+        save_grid(wpng, worst, label_spec)
+        paths["worst"] = str(wpng)
+    return paths

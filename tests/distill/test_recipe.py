@@ -192,3 +192,15 @@ def test_strided_stem_student_shapes():
         assert m.features(torch.randn(1, 1, *hw)).shape[-2:] == hw
     with pytest.raises(MarsamError, match="stem_stride"):
         build_model("unet", stem_stride=4)
+
+
+def test_evaluate_lists_and_draws_the_worst_images(folder_data, tmp_path):
+    from distill.evaluate import evaluate, write_evaluation
+    r = train_teacher(tiny_config(folder_data, epochs=1), tmp_path / "t")
+    val = open_dataset(folder_data, "val", 32)
+    res = evaluate(r.best, val, speed=False, worst=2)
+    accs = [w["pixel_accuracy"] for w in res["worst"]]
+    assert len(accs) == 2 and accs == sorted(accs)
+    paths = write_evaluation(res, tmp_path / "e.json", val.label_spec)
+    assert (tmp_path / "e-worst.png").is_file() and "worst" in paths
+    assert json.loads((tmp_path / "e.json").read_text())["worst"][0]["id"] in val.ids
