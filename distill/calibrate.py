@@ -1,5 +1,6 @@
 """Calibrate a trained U-Net checkpoint: fit a temperature on a labelled split, fold it into the
-head, and save a new checkpoint whose metadata records T and the ECE before and after.
+head, and save a new checkpoint whose metadata records T and the ECE before and after. A fitted T
+that would raise the ECE (T minimises the NLL, not the ECE) is recorded but not applied.
 
 ``marsam calibrate --checkpoint C --data D --split val --out C_calibrated.safetensors``
 """
@@ -60,9 +61,15 @@ def calibrate_checkpoint(checkpoint: str | os.PathLike, dataset: SegmentationDat
     t = fit_temperature(logits, labels, dataset.label_spec.ignore_index)
     before = logits_metrics(logits, labels, dataset.label_spec)
     after = logits_metrics(logits, labels, dataset.label_spec, t)
-    report = {"temperature": round(t, 4), "ece_before": before["ece"], "ece_after": after["ece"],
-              "miou": after["miou"], "fitted_on": f"{dataset.source} ({dataset.split}, {len(dataset)} images)"}
-    model = fold_temperature(ckpt.model.cpu(), t)
+    # T minimises the NLL, which is not the ECE: when the fitted T would raise the ECE the model
+    # is left as it is (T = 1) and the report says so
+    applied = after["ece"] <= before["ece"]
+    report = {"temperature": round(t, 4) if applied else 1.0, "fitted_temperature": round(t, 4),
+              "applied": applied, "ece_before": before["ece"],
+              "ece_after": after["ece"] if applied else before["ece"],
+              "ece_with_fitted_temperature": after["ece"], "miou": after["miou"],
+              "fitted_on": f"{dataset.source} ({dataset.split}, {len(dataset)} images)"}
+    model = fold_temperature(ckpt.model.cpu(), t if applied else 1.0)
     training = dict(ckpt.training, calibration=report)
     save_checkpoint(Path(out), model, ckpt.label_spec, ckpt.normalization, training)
     return report

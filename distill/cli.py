@@ -193,8 +193,12 @@ def _calibrate(args) -> int:
     if out.resolve() == Path(args.checkpoint).resolve():
         raise MarsamError("--out must differ from --checkpoint; the uncalibrated checkpoint is kept")
     r = calibrate_checkpoint(args.checkpoint, ds, out, args.device)
-    print(f"temperature {r['temperature']:.4f}: ECE {r['ece_before']:.4f} -> {r['ece_after']:.4f} on "
-          f"{r['fitted_on']}; wrote {out}")
+    if r["applied"]:
+        print(f"temperature {r['temperature']:.4f}: ECE {r['ece_before']:.4f} -> {r['ece_after']:.4f} on "
+              f"{r['fitted_on']}; wrote {out}")
+    else:
+        print(f"the fitted temperature {r['fitted_temperature']:.4f} would raise the ECE from {r['ece_before']:.4f} to "
+              f"{r['ece_with_fitted_temperature']:.4f} on {r['fitted_on']}; kept T = 1; wrote {out}")
     return 0
 
 

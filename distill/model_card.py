@@ -96,13 +96,19 @@ def build_card(run: Path, name: str, note: str = "", figure: str | None = None) 
             lines.append(f"  - {label}: {sm.get('epochs_run')} epochs ({sm.get('stopped')}), "
                          f"{_f((sm.get('seconds') or 0) / 60, 1)} min, best epoch {sm.get('best_epoch')}, "
                          f"{sm.get('images_per_second')} training images/s")
-    if calib:
+    if calib and calib.get("applied", True):
         lines += ["", "## Calibration", "",
                   f"A temperature T = {calib.get('temperature')} was fitted on {calib.get('fitted_on')} "
                   f"(`marsam calibrate`) and folded into the head: expected calibration error "
                   f"{_f(calib.get('ece_before'))} before, {_f(calib.get('ece_after'))} after. The predicted class, "
                   "and so every accuracy figure, is unchanged; probabilities, entropy and confidence maps are the "
                   "calibrated ones. T was fitted on the same val split it is reported on."]
+    elif calib:
+        lines += ["", "## Calibration", "",
+                  f"`marsam calibrate` fitted T = {calib.get('fitted_temperature')} (minimum NLL) on "
+                  f"{calib.get('fitted_on')}, but with it the expected calibration error would rise from "
+                  f"{_f(calib.get('ece_before'))} to {_f(calib.get('ece_with_fitted_temperature'))}, so the "
+                  f"weights keep T = 1 (ECE {_f(calib.get('ece_before'))}, measured on the same val split)."]
     lines += ["", "## Measured on val", "",
               f"Machine: {machine.get('platform')}, {machine.get('processor')}, {machine.get('cpu_count')} CPU cores "
               f"shared with other jobs, torch {machine.get('torch')}, device `{machine.get('device')}`, "
