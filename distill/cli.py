@@ -155,7 +155,6 @@ def _model_card(args) -> int:
 
 
 def _recipe(args) -> int:
-    from .config import parse_overrides
     from .recipe import run_study
     cfg = _config(args)
     out = Path(args.out or "runs/recipe-study")

@@ -212,16 +212,7 @@ def _fit(model, x_all, y_all, val, config, out_dir, label_spec, normalization, i
 
 
 def _write_csv(out_dir: Path, history: list[dict]) -> None:
-    import csv
-    from segmodels.atomic import atomic_path
-    keys: list[str] = []
-    for row in history:
-        keys += [k for k in row if k not in keys]
-    with atomic_path(out_dir / "history.csv") as tmp:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(history)
+    write_history(out_dir, history, plot=False)
 
 
 def _finish(model, best_state, history, best_epoch, stopped, config, out_dir, label_spec, normalization,

@@ -86,7 +86,7 @@ def variant_command(profile: str, base_overrides: dict, v: Variant, cfg: TrainCo
     args = " ".join(f"--set {k}={json.dumps(val) if isinstance(val, str) else val}" for k, val in sets.items())
     cmd = f"marsam train student --no-distill --config {profile} --out {out / v.name} {args}"
     if v.tta:
-        cmd += f"  # then evaluated with test-time flips (distill.recipe.evaluate_run)"
+        cmd += "  # then evaluated with test-time flips (distill.recipe.evaluate_run)"
     return cmd
 
 

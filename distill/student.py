@@ -17,7 +17,6 @@ from torch import nn
 
 from segmodels.errors import MarsamError
 from segmodels.labels import LabelSpec
-from segmodels.networks import build_model
 from segmodels.normalization import Normalization
 from segmodels.predictors import Predictor, check_label_spec, load_predictor
 
@@ -25,8 +24,8 @@ from .config import TrainConfig
 from .data import SegmentationDataset
 from .losses import distillation_loss
 from .tasks import SupervisedTask
-from .teacher import data_info, open_train_val
-from .train_loop import ProgressFn, StopFn, TrainResult, fit, seed_everything
+from .teacher import prepare_run
+from .train_loop import ProgressFn, StopFn, TrainResult, fit
 
 
 def resolve_model(obj, what: str, label_spec: LabelSpec) -> tuple[Predictor, str]:
@@ -142,14 +141,9 @@ def train_student(config: TrainConfig, out_dir: str | os.PathLike, teacher=None,
     ``config.teacher_checkpoint``); ``decoder`` and ``sam_model`` for ``distill_from`` decoder or
     average (default ``config.decoder_checkpoint`` and a SAM from ``config.sam_*``).
     """
-    train, val = open_train_val(config, train_data, val_data, show_progress)
-    seed_everything(config.seed)   # same seed -> same initial weights (e.g. distilled vs label-only)
-    student = build_model("unet", in_channels=train.channels, num_classes=train.label_spec.num_classes,
-                          base=config.student_base, stem_stride=config.student_stem_stride)
-    info = data_info(train, val)
-    if init is not None:   # fine-tuning hook (issue 12); the logic lives in init_weights
-        from .init_weights import init_from_checkpoint
-        info["init"] = init_from_checkpoint(student, init, train.label_spec)
+    train, val, student, info = prepare_run(config, "unet", dict(base=config.student_base,
+                                            stem_stride=config.student_stem_stride), train_data, val_data,
+                                            init, show_progress)
     if not config.distill:
         info["distilled"] = False
         task = SupervisedTask(student, train, config, "student", info)

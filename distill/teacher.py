@@ -46,19 +46,29 @@ def data_info(train: SegmentationDataset, val: SegmentationDataset | None) -> di
                      "skipped": [f"{i}: {why}" for i, why in train.skipped[:50]]}}
 
 
+def prepare_run(config: TrainConfig, model_name: str, model_args: dict, train_data=None, val_data=None,
+                init=None, show_progress: bool = False):
+    """What every U-Net training starts with: the data, the seeded model (same seed, same initial
+    weights: distilled vs label-only), its run info, and fine-tuning weights when ``init`` names
+    them (:mod:`distill.init_weights`)."""
+    train, val = open_train_val(config, train_data, val_data, show_progress)
+    seed_everything(config.seed)
+    model = build_model(model_name, in_channels=train.channels, num_classes=train.label_spec.num_classes,
+                        **model_args)
+    info = data_info(train, val)
+    if init is not None:
+        from .init_weights import init_from_checkpoint
+        info["init"] = init_from_checkpoint(model, init, train.label_spec)
+    return train, val, model, info
+
+
 def train_teacher(config: TrainConfig, out_dir: str | os.PathLike, progress: ProgressFn | None = None,
                   should_stop: StopFn | None = None, train_data: SegmentationDataset | None = None,
                   val_data: SegmentationDataset | None = None, show_progress: bool = False,
                   init=None) -> TrainResult:
     """Train the Attention U-Net teacher on labels; best checkpoint by val mIoU in ``out_dir``
     (``init``: start from a trained attention_unet checkpoint, see :mod:`distill.init_weights`)."""
-    train, val = open_train_val(config, train_data, val_data, show_progress)
-    seed_everything(config.seed)   # same seed -> same initial weights (e.g. distilled vs label-only)
-    model = build_model("attention_unet", in_channels=train.channels, num_classes=train.label_spec.num_classes,
-                        base=config.teacher_base, dropout=config.teacher_dropout)
-    info = data_info(train, val)
-    if init is not None:   # fine-tuning hook (issue 12); the logic lives in init_weights
-        from .init_weights import init_from_checkpoint
-        info["init"] = init_from_checkpoint(model, init, train.label_spec)
+    train, val, model, info = prepare_run(config, "attention_unet", dict(base=config.teacher_base,
+                                          dropout=config.teacher_dropout), train_data, val_data, init, show_progress)
     task = SupervisedTask(model, train, config, "teacher", info)
     return fit(task, train, val, config, out_dir, progress, should_stop, show_progress)

@@ -42,7 +42,6 @@ from segmodels.atomic import atomic_path, atomic_write_bytes, atomic_write_json
 from segmodels.checkpoints import save_checkpoint
 from segmodels.device import autocast, pick_device
 from segmodels.errors import MarsamError
-from segmodels.labels import LabelSpec
 
 from .batches import DeviceBatches, augment_policy
 from .config import TrainConfig, save_config
@@ -174,7 +173,8 @@ def _load_state(path: Path, model: nn.Module, optimizer, ema=None) -> dict:
 
 # -- outputs ----------------------------------------------------------------------------------
 
-def write_history(out_dir: Path, history: list[dict]) -> None:
+def write_history(out_dir: Path, history: list[dict], plot: bool = True) -> None:
+    """``history.csv`` (one row per epoch, the union of the rows' keys) and, with ``plot``, ``curves.png``."""
     if not history:
         return
     keys: list[str] = []
@@ -185,7 +185,8 @@ def write_history(out_dir: Path, history: list[dict]) -> None:
             w = csv.DictWriter(f, fieldnames=keys)
             w.writeheader()
             w.writerows(history)
-    plot_curves(out_dir / "curves.png", history)
+    if plot:
+        plot_curves(out_dir / "curves.png", history)
 
 
 def plot_curves(path: Path, history: list[dict]) -> None:
