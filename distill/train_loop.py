@@ -20,12 +20,9 @@ every rank's weight digest is gathered into ``summary.json`` so agreement is che
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import logging
 import math
 import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,10 +37,12 @@ from torch.utils.data.distributed import DistributedSampler
 
 from segmodels.atomic import atomic_path, atomic_write_bytes, atomic_write_json
 from segmodels.checkpoints import save_checkpoint
-from segmodels.device import autocast, pick_device
+from segmodels.device import autocast
 from segmodels.errors import MarsamError
 
 from .batches import DeviceBatches, augment_policy
+from .distributed import any_rank, init_distributed, is_dist, seed_everything, sync_buffers, weight_digest  # noqa: F401 (re-exported)
+from .resume import load_state, save_state
 from .config import TrainConfig, save_config
 from .metrics import SegmentationMetrics
 from .tasks import Task
@@ -64,111 +63,6 @@ class TrainResult:
     epochs_run: int
     stopped: str                          #: "completed", "early_stopping", "time_budget" or "cancelled"
     summary: dict = field(default_factory=dict)
-
-
-# -- distributed helpers ----------------------------------------------------------------------
-
-def _init_distributed(config: TrainConfig) -> tuple[torch.device, int, int, bool]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = pick_device(config.device)
-    if world <= 1:
-        return device, 0, 1, False
-    created = False
-    if device.type == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        created = True
-    return device, dist.get_rank(), dist.get_world_size(), created
-
-
-def _is_dist() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def _sync_buffers(model: nn.Module) -> None:
-    """Average floating buffers (BatchNorm running stats) over ranks so all ranks match."""
-    if not _is_dist():
-        return
-    world = dist.get_world_size()
-    for b in model.buffers():
-        if b.dtype.is_floating_point:
-            dist.all_reduce(b.data)
-            b.data /= world
-
-
-def _any_rank(flag: bool, device: torch.device) -> bool:
-    if not _is_dist():
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
-
-
-def weight_digest(model: nn.Module) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-# -- resumable state (safetensors + JSON, never pickles) --------------------------------------
-
-def _save_state(path: Path, model: nn.Module, optimizer, meta: dict, ema_model: nn.Module | None = None) -> None:
-    from safetensors.torch import save_file
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if ema_model is not None:
-        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema_model.state_dict().items()})
-    opt = optimizer.state_dict()
-    scalars = {}
-    for pid, st in opt["state"].items():
-        for name, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"opt.{pid}.{name}"] = v.detach().cpu().contiguous()
-            else:
-                scalars[f"{pid}.{name}"] = v
-    meta = dict(meta, param_groups=opt["param_groups"], opt_scalars=scalars)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"marsam-resume": json.dumps(meta)})
-
-
-def _load_state(path: Path, model: nn.Module, optimizer, ema=None) -> dict:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {})["marsam-resume"])
-        tensors = load_file(str(path))
-    except Exception as e:
-        raise MarsamError(f"cannot resume from {path} ({e}); delete it to start over, or set resume=false") from None
-    model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(model_state, strict=True)
-    except RuntimeError:
-        raise MarsamError(f"{path} holds a different model than these settings build; use another "
-                          "output folder, or set resume=false to overwrite it") from None
-    ema_state = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
-    if ema is not None and ema_state:
-        ema.module.load_state_dict(ema_state, strict=True)
-    state: dict = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, pid, name = k.split(".", 2)
-            state.setdefault(int(pid), {})[name] = v
-    for k, v in meta.get("opt_scalars", {}).items():
-        pid, name = k.split(".", 1)
-        state.setdefault(int(pid), {})[name] = v
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    return meta
 
 
 # -- outputs ----------------------------------------------------------------------------------
@@ -330,9 +224,9 @@ class StopPolicy:
     def check_batch(self) -> str | None:
         if self.should_stop is None and self.budget_s is None:
             return None
-        if _any_rank(bool(self.should_stop and self.should_stop()), self.device):
+        if any_rank(bool(self.should_stop and self.should_stop()), self.device):
             return "cancelled"
-        if _any_rank(self.budget_s is not None and time.time() - self.t_start > self.budget_s, self.device):
+        if any_rank(self.budget_s is not None and time.time() - self.t_start > self.budget_s, self.device):
             return "time_budget"
         return None
 
@@ -414,7 +308,7 @@ class CheckpointKeeper:
         if improved:
             self.save(self.best_path, model, **meta)
         write_history(self.out_dir, history)
-        _save_state(self.resume_path, raw_model, optimizer,
+        save_state(self.resume_path, raw_model, optimizer,
                     {"epoch": epoch, "history": history, "best_miou": self.best_score,
                      "best_epoch": self.best_epoch, "bad_epochs": bad_epochs}, ema_model)
 
@@ -439,7 +333,7 @@ def fit(task: Task, train_ds: Dataset, val_ds: Dataset | None, config: TrainConf
         raise MarsamError("the training set is empty; label some images first")
     if config.threads:
         torch.set_num_threads(int(config.threads))
-    device, rank, world, created = _init_distributed(config)
+    device, rank, world, created = init_distributed(config)
     try:
         return _fit(task, train_ds, val_ds, config, out_dir, progress, should_stop, show_progress,
                     device, rank, world)
@@ -477,17 +371,7 @@ def _fit(task, train_ds, val_ds, config, out_dir, progress, should_stop, show_pr
     history: list[dict] = []
     start_epoch = 0
     if config.resume and keeper.resume_path.is_file():
-        meta = _load_state(keeper.resume_path, model, optimizer, ema)
-        start_epoch = int(meta["epoch"])
-        history = meta.get("history", [])
-        keeper.best_score, keeper.best_epoch = float(meta.get("best_miou", -1.0)), int(meta.get("best_epoch", 0))
-        policy.bad_epochs = int(meta.get("bad_epochs", 0))
-        scheduler.last_epoch = start_epoch * steps_per_epoch
-        for g, base in zip(optimizer.param_groups, scheduler.base_lrs):
-            g["lr"] = base * lr_at(scheduler.last_epoch)
-        if main:
-            log.info("resumed from %s at epoch %d", keeper.resume_path, start_epoch)
-
+        start_epoch, history = _resume(keeper, policy, model, optimizer, scheduler, ema, lr_at, steps_per_epoch, main)
     ddp_model = model
     if world > 1:
         ddp_model = nn.parallel.DistributedDataParallel(
@@ -507,9 +391,9 @@ def _fit(task, train_ds, val_ds, config, out_dir, progress, should_stop, show_pr
         desc = f"{task.kind} epoch {epoch + 1}/{config.epochs}" if show_progress and main else ""
         sums, n, interrupted = train_one_epoch(task, ddp_model, batches, optimizer, scheduler, scaler,
                                                config, device, cl, ema, policy, desc)
-        _sync_buffers(model)
+        sync_buffers(model)
         if ema is not None:
-            _sync_buffers(ema.module)
+            sync_buffers(ema.module)
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
         row.update({k: v / max(n, 1) for k, v in sums.items()})
         if interrupted == "cancelled":
@@ -545,7 +429,7 @@ def _fit(task, train_ds, val_ds, config, out_dir, progress, should_stop, show_pr
         early = policy.after_epoch(improved)
         keeper.write(epoch + 1, eval_model, val, improved, history, optimizer, len(train_ds), model,
                      ema.module if ema is not None else None, policy.bad_epochs)
-        if _is_dist():
+        if is_dist():
             dist.barrier()
         if progress:
             progress(epoch + 1, config.epochs, dict(row))
@@ -563,24 +447,47 @@ def _fit(task, train_ds, val_ds, config, out_dir, progress, should_stop, show_pr
     if stopped == "completed" and (not history or history[-1]["epoch"] < planned_epochs):
         stopped = "cancelled"
 
-    digests = [weight_digest(eval_model)]
-    if _is_dist():
-        gathered: list = [None] * world
-        dist.all_gather_object(gathered, digests[0])
-        digests = gathered
     best_row = next((r for r in history if r["epoch"] == keeper.best_epoch), {})
-    summary = {"kind": task.kind, "stopped": stopped, "epochs_run": len(history),
-               "best_epoch": keeper.best_epoch, "best_val_miou": best_row.get("val_miou"),
-               "train_images": len(train_ds), "val_images": len(val_ds) if val_ds is not None else 0,
-               "world_size": world, "device": str(device), "rank_weight_digests": digests,
-               "epochs_planned": planned_epochs, "ema": config.ema, "seconds": round(sum(r.get("seconds", 0) for r in history), 1),
-               "images_per_second": (round(float(np.median([r["images_per_second"] for r in history])), 1)
-                                     if history else None), **task.info}
+    summary = _summary(task, config, history, keeper, best_row, stopped, planned_epochs, train_ds, val_ds,
+                       device, world, eval_model)
     keeper.finish(eval_model, summary)
-    if _is_dist():
+    if is_dist():
         dist.barrier()
     return TrainResult(out_dir, keeper.best_path, keeper.last_path, history, best_row, len(history),
                        stopped, summary)
+
+
+def _resume(keeper: CheckpointKeeper, policy: StopPolicy, model, optimizer, scheduler, ema, lr_at,
+            steps_per_epoch: int, main: bool) -> tuple[int, list[dict]]:
+    """Model, EMA, optimiser, schedule position and bookkeeping from ``resume.safetensors``."""
+    meta = load_state(keeper.resume_path, model, optimizer, ema)
+    start_epoch = int(meta["epoch"])
+    keeper.best_score, keeper.best_epoch = float(meta.get("best_miou", -1.0)), int(meta.get("best_epoch", 0))
+    policy.bad_epochs = int(meta.get("bad_epochs", 0))
+    scheduler.last_epoch = start_epoch * steps_per_epoch
+    for g, base in zip(optimizer.param_groups, scheduler.base_lrs):
+        g["lr"] = base * lr_at(scheduler.last_epoch)
+    if main:
+        log.info("resumed from %s at epoch %d", keeper.resume_path, start_epoch)
+    return start_epoch, meta.get("history", [])
+
+
+def _summary(task, config: TrainConfig, history: list[dict], keeper: CheckpointKeeper, best_row: dict,
+             stopped: str, planned_epochs: int, train_ds, val_ds, device, world: int, eval_model) -> dict:
+    """``summary.json``: how the run ended, its best epoch, its data, speed and every rank's weight digest."""
+    digests = [weight_digest(eval_model)]
+    if is_dist():
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, digests[0])
+        digests = gathered
+    return {"kind": task.kind, "stopped": stopped, "epochs_run": len(history),
+            "best_epoch": keeper.best_epoch, "best_val_miou": best_row.get("val_miou"),
+            "train_images": len(train_ds), "val_images": len(val_ds) if val_ds is not None else 0,
+            "world_size": world, "device": str(device), "rank_weight_digests": digests,
+            "epochs_planned": planned_epochs, "ema": config.ema,
+            "seconds": round(sum(r.get("seconds", 0) for r in history), 1),
+            "images_per_second": (round(float(np.median([r["images_per_second"] for r in history])), 1)
+                                  if history else None), **task.info}
 
 
 def describe_result(r: TrainResult) -> str:
