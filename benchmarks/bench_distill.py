@@ -15,7 +15,6 @@ random weights: speed does not depend on the weights.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path

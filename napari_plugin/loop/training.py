@@ -25,6 +25,15 @@ STUDENT_EPOCHS = 20
 SHIPPED_STUDENT = "pretrained:ai4mars-student"
 
 
+def _labelled(session, advice: str) -> list:
+    """The open session's labelled images, or one line saying what to do first."""
+    if session is None:
+        raise MarsamError("no session is open; label some images in the annotator first")
+    labelled = session.labelled_images()
+    if not labelled:
+        raise MarsamError(f"the session has no labelled images yet; {advice}")
+    return labelled
+
 def run_dir(session_folder: Path, kind: str = "decoder") -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(session_folder) / "models" / f"{kind}-{stamp}"
@@ -58,11 +67,7 @@ def train_session_decoder(session, sam_model, cache=None, epochs: int = DECODER_
     if sam_model is None:
         raise MarsamError("the domain decoder learns from SAM embeddings: load a SAM model (vit_b, vit_l or "
                           "vit_h) in the annotator first")
-    if session is None:
-        raise MarsamError("no session is open; label some images in the annotator first")
-    labelled = session.labelled_images()
-    if not labelled:
-        raise MarsamError("the session has no labelled images yet; label a few images (five are enough to start)")
+    labelled = _labelled(session, "label a few images (five are enough to start)")
     job = job or Job("training")
     job.update(0, epochs, f"reading {len(labelled)} labelled images")
     data = open_dataset(Path(session.folder), "all", size=None, channels=3, mixed_sizes=True)
@@ -96,11 +101,7 @@ def train_session_student(session, epochs: int = STUDENT_EPOCHS, job: Job | None
     session with other classes than AI4Mars gets a new head (``distill.init_weights``)."""
     from distill import open_dataset, train_student
 
-    if session is None:
-        raise MarsamError("no session is open; label some images in the annotator first")
-    labelled = session.labelled_images()
-    if not labelled:
-        raise MarsamError("the session has no labelled images yet; label a few images first")
+    labelled = _labelled(session, "label a few images first")
     job = job or Job("training")
     job.update(0, epochs, f"reading {len(labelled)} labelled images")
     config = student_config(epochs, data=str(session.folder), **settings)

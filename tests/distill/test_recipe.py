@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from distill import open_dataset, train_student, train_teacher
-from distill.batches import AUGMENT_POLICIES, BatchAugment, DeviceBatches, apply_augment, augment_policy
+from distill.batches import AUGMENT_POLICIES, DeviceBatches, apply_augment, augment_policy
 from distill.calibrate import calibrate_checkpoint
 from distill.config import load_config
 from distill.losses import class_weights, dice_loss, kd_loss
