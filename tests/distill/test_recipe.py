@@ -205,3 +205,24 @@ def test_evaluate_lists_and_draws_the_worst_images(folder_data, tmp_path):
     paths = write_evaluation(res, tmp_path / "e.json", val.label_spec)
     assert (tmp_path / "e-worst.png").is_file() and "worst" in paths
     assert json.loads((tmp_path / "e.json").read_text())["worst"][0]["id"] in val.ids
+
+
+def test_calibrate_and_recipe_commands_refuse_bad_input_in_one_line(folder_data, tmp_path, capsys):
+    from segmodels.cli import main
+    r = train_teacher(tiny_config(folder_data, epochs=1), tmp_path / "t")
+    # overwriting the uncalibrated checkpoint is refused, nothing is written
+    before = r.best.read_bytes()
+    assert main(["calibrate", "--checkpoint", str(r.best), "--data", str(folder_data), "--out", str(r.best)]) == 2
+    err = capsys.readouterr().err
+    assert "--out must differ from --checkpoint" in err and err.count("\n") == 1
+    assert r.best.read_bytes() == before
+    # a missing checkpoint
+    assert main(["calibrate", "--checkpoint", str(tmp_path / "none.safetensors"), "--data", str(folder_data)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    # a study without a validation split
+    with pytest.raises(MarsamError, match="needs a validation split"):
+        run_study(tiny_config(folder_data, epochs=1, val_split=None), tmp_path / "study")
+    # an unknown setting for the study
+    assert main(["experiment", "recipe", "--data", str(folder_data), "--set", "loss=lovasz2",
+                 "--out", str(tmp_path / "s2")]) == 2
+    assert "unknown loss" in capsys.readouterr().err
