@@ -21,10 +21,10 @@ class UNet(SegmentationNet):
 
     ``stem_stride=2`` puts a strided 3x3 convolution in front, runs the U-Net at half the
     input resolution and upsamples its last features bilinearly to the input size before the
-    head (so features, Grad-CAM and neural PCA still see the input's resolution). On 2 CPU
-    threads at 256 px that is about 7 times the images/s of ``stem_stride=1`` for the same
-    parameters (``benchmarks/bench_distill.py``); the recipe study in ``docs/recipe-study.md``
-    measures what it costs in accuracy.
+    head (so features, Grad-CAM and neural PCA still see the input's resolution): about a
+    quarter of the convolution work of ``stem_stride=1`` for the same parameters (``marsam
+    models`` reports GFLOPs). The shipped student uses it; its speed is measured side by side in
+    ``benchmarks/bench_distill.py`` (see its model card).
     """
 
     size_multiple = 16
