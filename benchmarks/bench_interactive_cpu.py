@@ -42,11 +42,21 @@ def _machine() -> dict:
 
 
 def _data(n: int = 5, size: int = 256):
+    """Random embeddings and LEARNABLE 4-class targets: the argmax of a second, randomly initialised
+    decoder on the same embeddings (so the float32 and bf16 runs can be compared on how well they
+    fit, not only on time; the cost does not depend on the values)."""
+    from segmodels.networks import build_model
     g = torch.Generator().manual_seed(0)
-    return torch.randn(n, 256, 64, 64, generator=g), torch.randint(0, 4, (n, size, size), generator=g)
+    x = torch.randn(n, 256, 64, 64, generator=g)
+    torch.manual_seed(1)
+    ref = build_model("sam_decoder", num_classes=4, width=64, out_size=size).eval()
+    with torch.no_grad():
+        y = ref(x).argmax(1)
+    return x, y
 
 
-def decoder_new(epochs: int, threads: int, out_size: int = 256, width: int = 64, channels_last: bool = True) -> dict:
+def decoder_new(epochs: int, threads: int, out_size: int = 256, width: int = 64, channels_last: bool = True,
+                bf16: bool = False) -> dict:
     from distill.config import TrainConfig
     from distill.decoder_loop import fit_in_memory
     from segmodels.labels import AI4MARS
@@ -54,15 +64,22 @@ def decoder_new(epochs: int, threads: int, out_size: int = 256, width: int = 64,
     x, y = _data(size=out_size)
     cfg = TrainConfig(epochs=epochs, batch_size=4, threads=threads, val_split=None, device="cpu",
                       decoder_width=width, decoder_out_size=out_size, early_stopping=0, resume=False,
-                      channels_last=channels_last).validate()
+                      channels_last=channels_last, decoder_cpu_bf16=bf16, class_weights=False).validate()
     torch.manual_seed(0)
     model = build_model("sam_decoder", num_classes=4, width=width, out_size=out_size)
     t0 = time.perf_counter()
     r = fit_in_memory(model, (x, y), None, cfg, tempfile.mkdtemp(prefix="bench-dec-"), AI4MARS, {}, {})
     wall = time.perf_counter() - t0
+    model = model.float().eval()
+    with torch.no_grad():                                # the fit, judged in float32 for both
+        pred = model(x.contiguous(memory_format=torch.channels_last) if channels_last else x).argmax(1)
+    from segmodels.device import cpu_bf16_supported
     return {"loop": "in-memory", "width": width, "loss_px": out_size, "threads": threads,
-            "memory": "channels_last" if channels_last else "nchw", "epochs": r.epochs_run,
-            "wall_s": round(wall, 2), "projected_100_epochs_s": round(wall / r.epochs_run * 100, 1)}
+            "memory": "channels_last" if channels_last else "nchw",
+            "precision": "bf16 autocast" if bf16 and cpu_bf16_supported() else "float32", "epochs": r.epochs_run,
+            "wall_s": round(wall, 2), "projected_100_epochs_s": round(wall / r.epochs_run * 100, 1),
+            "final_train_loss": round(float(r.history[-1]["train_loss"]), 4),
+            "train_pixel_accuracy": round(float((pred == y).float().mean()), 4), "_pred": pred}
 
 
 def decoder_old(epochs: int, threads: int | None) -> dict:
@@ -155,14 +172,24 @@ def main(argv=None) -> int:
         print(json.dumps(report["prediction"][-1]), flush=True)
         write()
     for th in args.threads:
-        report["decoder"].append(decoder_new(args.epochs, th))
-        print(json.dumps(report["decoder"][-1]), flush=True)
+        pair = {}
+        for bf16 in (False, True):         # float32 and bf16 side by side, same data, same seed
+            row = decoder_new(args.epochs, th, bf16=bf16)
+            pair[bf16] = row.pop("_pred")
+            report["decoder"].append(row)
+            print(json.dumps(row), flush=True)
+            write()
+        report["decoder"][-1]["argmax_agreement_with_float32"] = round(float((pair[True] == pair[False]).float().mean()), 4)
+        report["decoder"][-1]["speedup_over_float32"] = round(
+            report["decoder"][-2]["wall_s"] / report["decoder"][-1]["wall_s"], 2)
         write()
     for size in args.loss_sizes:
         report["decoder"].append(decoder_new(max(1, args.epochs // 5), args.threads[0], out_size=size))
+        report["decoder"][-1].pop("_pred")
         print(json.dumps(report["decoder"][-1]), flush=True)
         write()
     report["decoder"].append(decoder_new(max(1, args.epochs // 5), args.threads[0], channels_last=False))
+    report["decoder"][-1].pop("_pred")
     print(json.dumps(report["decoder"][-1]), flush=True)
     write()
     torch.set_num_threads(max(args.threads))

@@ -43,6 +43,8 @@ class TrainConfig:
     student_stem_stride: int = 1       #: 2: strided stem, U-Net at half resolution (faster on CPU)
     decoder_width: int = 64            #: the one default (CLI, demo, napari): 4.7 vs 18 GFLOPs/embedding at 128
     decoder_out_size: int = 256        #: decoder logits resolution in SAM's 1024 frame during training
+    decoder_cpu_bf16: bool = True      #: train the domain decoder in bf16 autocast on a CPU with native
+                                       #: bf16 instructions (AVX512-BF16/AMX; float32 elsewhere)
     # optimisation
     epochs: int = 40
     batch_size: int = 16

@@ -38,7 +38,7 @@ from torch import nn
 
 from segmodels.atomic import atomic_write_json
 from segmodels.checkpoints import save_checkpoint
-from segmodels.device import autocast, default_threads, pick_device, torch_threads
+from segmodels.device import autocast, cpu_bf16_supported, default_threads, pick_device, torch_threads
 from segmodels.errors import MarsamError
 
 from .config import TrainConfig, save_config
@@ -65,11 +65,12 @@ def stack_samples(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> tuple[torch
 
 
 @torch.no_grad()
-def _validate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec, batch_size: int, device, amp: bool) -> dict:
+def _validate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec, batch_size: int, device, amp: bool,
+              cpu_bf16: bool = False) -> dict:
     model.eval()
     metrics = SegmentationMetrics(spec.num_classes, spec.ignore_index)
     for i in range(0, len(x), batch_size):
-        with autocast(device, amp):
+        with autocast(device, amp or cpu_bf16, cpu_bf16):
             logits = model(x[i:i + batch_size])
         metrics.update(logits.float(), y[i:i + batch_size])
     model.train()
@@ -125,6 +126,8 @@ def _fit(model, x_all, y_all, val, config, out_dir, label_spec, normalization, i
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, total_steps))
     use_scaler = device.type == "cuda" and config.amp and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    bf16 = bool(config.decoder_cpu_bf16) and device.type == "cpu" and cpu_bf16_supported()
+    info["cpu_bf16"] = bf16
     gen = torch.Generator().manual_seed(int(config.seed))
 
     history: list[dict] = []
@@ -153,8 +156,10 @@ def _fit(model, x_all, y_all, val, config, out_dir, label_spec, normalization, i
                 xb, yb = x_all.index_select(0, idx), y_all.index_select(0, idx)
             if cl:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            with autocast(device, config.amp):
+            with autocast(device, config.amp or bf16, bf16):
                 logits = model(xb)
+            if bf16:
+                logits = logits.float()                     # the loss in float32
             loss = segmentation_loss(logits, yb, weight, gamma, ignore)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -181,7 +186,7 @@ def _fit(model, x_all, y_all, val, config, out_dir, label_spec, normalization, i
             break
         score = float(epoch)                                # no validation: the last epoch is best
         if val is not None and len(val[0]):
-            v = _validate(model, val[0], val[1], label_spec, bs, device, config.amp)
+            v = _validate(model, val[0], val[1], label_spec, bs, device, config.amp, bf16)
             row.update(val_miou=v["miou"], val_pixel_accuracy=v["pixel_accuracy"],
                        **{f"val_iou_{k}": m for k, m in v["iou_per_class"].items()})
             score = -1.0 if v["miou"] != v["miou"] else v["miou"]

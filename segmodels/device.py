@@ -26,9 +26,22 @@ def pick_device(preferred: str | torch.device | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def autocast(device: torch.device, enabled: bool = True):
-    """Mixed precision on GPU (bf16 where supported, else fp16); a no-op context on CPU."""
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU runs bfloat16 convolutions natively (oneDNN with AVX512-BF16 or AMX).
+    Without those instructions bf16 is emulated and slower than float32."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast(device: torch.device, enabled: bool = True, cpu_bf16: bool = False):
+    """Mixed precision on GPU (bf16 where supported, else fp16). On a CPU a no-op context, unless
+    ``cpu_bf16`` and the CPU has native bf16 instructions (:func:`cpu_bf16_supported`): then bf16
+    autocast (convolutions and matmuls in bf16, reductions and the loss in float32)."""
     import contextlib
+    if enabled and cpu_bf16 and device.type == "cpu" and cpu_bf16_supported():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     if not enabled or device.type != "cuda":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

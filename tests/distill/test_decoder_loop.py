@@ -60,7 +60,8 @@ def test_in_memory_loop_trains_the_same_decoder_as_the_shared_loop(tmp_path):
     # one sample (no shuffling order can differ) and no dropout (the shared loop's DataLoader draws
     # from torch's global generator, which shifts the dropout masks; the arithmetic is the same)
     x, y = _data(n=1)
-    cfg = _config(batch_size=1, channels_last=False)     # the shared loop uses channels-last on GPU only
+    # the shared loop uses channels-last on GPU only, and float32 on every CPU
+    cfg = _config(batch_size=1, channels_last=False, decoder_cpu_bf16=False)
     fast = fit_in_memory(_model(dropout=0.0), (x, y), None, cfg, tmp_path / "fast", AI4MARS, NORM, {})
     ds = _Listed(x, y)
     src = type("Src", (), {"label_spec": AI4MARS, "normalization": NORM})()
@@ -72,6 +73,25 @@ def test_in_memory_loop_trains_the_same_decoder_as_the_shared_loop(tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
     assert [r["train_loss"] for r in fast.history] == pytest.approx([r["train_loss"] for r in shared.history],
                                                                     rel=1e-4)
+
+
+def test_cpu_bf16_autocast_only_where_the_cpu_has_bf16_and_trains_like_float32(tmp_path):
+    from segmodels.device import autocast, cpu_bf16_supported
+    conv = torch.nn.Conv2d(4, 4, 3)
+    with autocast(torch.device("cpu"), True, cpu_bf16=True):
+        out = conv(torch.randn(1, 4, 8, 8))
+    assert out.dtype == (torch.bfloat16 if cpu_bf16_supported() else torch.float32)
+    with autocast(torch.device("cpu"), True):             # asked for nothing: float32
+        assert conv(torch.randn(1, 4, 8, 8)).dtype == torch.float32
+    x, y = _data(n=4)
+    runs = {bf: fit_in_memory(_model(dropout=0.0), (x, y), None, _config(epochs=6, decoder_cpu_bf16=bf),
+                              tmp_path / str(bf), AI4MARS, NORM, {}) for bf in (False, True)}
+    assert load_checkpoint(runs[True].best).training["cpu_bf16"] is cpu_bf16_supported()
+    assert load_checkpoint(runs[False].best).training["cpu_bf16"] is False
+    f32, b16 = ([r["train_loss"] for r in runs[k].history] for k in (False, True))
+    assert b16[-1] < b16[0] and b16[-1] == pytest.approx(f32[-1], rel=0.1)   # the same fit, within bf16 noise
+    for t in load_checkpoint(runs[True].best).model.state_dict().values():
+        assert t.dtype != torch.bfloat16                 # master weights stay float32
 
 
 def test_files_are_written_once_at_the_end_and_progress_is_reported(tmp_path):
