@@ -4,11 +4,12 @@ For each N, the same U-Net student (base 16, labels only, same seed, same images
 is trained twice: from the shipped ``ai4mars-student`` (``--init pretrained:ai4mars-student``,
 with the command line's fine-tuning learning rate: a tenth of the profile's) and from random
 weights (the profile's learning rate). This is what ``marsam train student --no-distill --init
-pretrained:ai4mars-student --limit N`` does, except for one thing: the N training images are
-taken from AFTER the first 800 of the hash order, i.e. images the shipped student (trained on
-the first 800) never saw, so fine-tuning has new data to learn from. The checkpoint kept is the
-best epoch on a selection subset of val (the first ``--select`` val images in hash order); the
-reported mIoU is on the next ``--report`` val images, which no run selected on.
+pretrained:ai4mars-student --limit N`` does, except for where the N images come from: the shipped
+student was trained on the whole train split, so the N images are taken from the val split,
+AFTER the selection and report subsets (val images ``select + report`` onwards in hash order):
+images the shipped model never saw and that no run selects or reports on. The checkpoint kept is
+the best epoch on the selection subset (the first ``--select`` val images in hash order); the
+reported mIoU is on the next ``--report`` val images.
 
     python benchmarks/bench_finetune.py [--ns 10 25 50] [--epochs 15] [--size 128]
         [--select 100] [--report 500] [--out benchmarks/results/finetune.json]
@@ -34,7 +35,6 @@ from distill.student import train_student  # noqa: E402
 from segmodels.atomic import atomic_write_json  # noqa: E402
 
 SHIPPED = "ai4mars-student"
-SHIPPED_TRAIN_IMAGES = 800     # the cpu profile's limit the shipped student was trained with
 
 
 def _slice(ds, start: int, stop: int):
@@ -59,12 +59,11 @@ def main(argv=None) -> int:
                                "batch_size": args.batch_size, "distill": False, "resume": False,
                                "max_minutes": None, "warmup_epochs": 1.0})
     n_max = max(args.ns)
-    train_all = open_dataset(args.data, "train", args.size, 1, augment=True, limit=SHIPPED_TRAIN_IMAGES + n_max,
-                             seed=base.seed, progress=True)
-    fresh = _slice(train_all, SHIPPED_TRAIN_IMAGES, SHIPPED_TRAIN_IMAGES + n_max)
-    val_all = open_dataset(args.data, "val", args.size, 1, limit=args.select + args.report, seed=base.seed,
-                           progress=True)
-    select, report = _slice(val_all, 0, args.select), _slice(val_all, args.select, args.select + args.report)
+    held = args.select + args.report
+    val_all = open_dataset(args.data, "val", args.size, 1, limit=held, seed=base.seed, progress=True)
+    select, report = _slice(val_all, 0, args.select), _slice(val_all, args.select, held)
+    pool = open_dataset(args.data, "val", args.size, 1, augment=True, limit=held + n_max, seed=base.seed, progress=True)
+    fresh = _slice(pool, held, held + n_max)
 
     shipped = evaluate(load_pretrained(SHIPPED), report, speed=False)
     rows = [{"n": 0, "init": "shipped student, not fine-tuned", "miou": shipped["miou"],
@@ -86,8 +85,9 @@ def main(argv=None) -> int:
             print(f"N={n:>3} {'fine-tuned' if init else 'scratch   '}: mIoU {ev['miou']:.4f} "
                   f"(pixel acc {ev['pixel_accuracy']:.4f}, {seconds:.0f} s)", flush=True)
     out = {"what": "student (U-Net base 16, labels only) fine-tuned from the shipped ai4mars-student vs trained "
-                   "from scratch on the same N AI4Mars train images (images 800.. in hash order, unseen by the "
-                   "shipped model); best epoch chosen on the selection subset of val, mIoU on the report subset",
+                   "from scratch on the same N AI4Mars images unseen by the shipped model (val images after the "
+                   "selection and report subsets, in hash order); best epoch chosen on the selection subset of "
+                   "val, mIoU on the report subset",
            "command": "python benchmarks/bench_finetune.py " + " ".join(argv or sys.argv[1:]),
            "size": args.size, "epochs": args.epochs, "batch_size": args.batch_size,
            "val_select_images": len(select), "val_report_images": len(report),
