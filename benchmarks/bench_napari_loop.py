@@ -219,6 +219,17 @@ def bench_training(app, viewer, epochs: int, n_images: int, old_epochs: int, rep
                    "train_s": cli.summary.get("seconds")}
     _write(report, out)
 
+    part["cpu_bf16"] = bool(res and res.summary.get("cpu_bf16", cli.summary.get("cpu_bf16")))
+    scale = 100 / max(epochs, 1)
+    part["target_napari"] = _target(part["napari"]["wall_s"] * scale, TARGETS["decoder_100_epochs_s"])
+    part["target_cli"] = _target(part["cli"]["wall_s"] * scale, TARGETS["decoder_100_epochs_s"])
+    part["stretch_napari"] = _target(part["napari"]["wall_s"] * scale, TARGETS["decoder_100_epochs_s_stretch"])
+    q = part["qt_during_training"]
+    part["target_longest_stall"] = _target(q["longest_stall_ms"], TARGETS["longest_qt_stall_ms"])
+    part["target_p99_stall"] = _target(q["p99_stall_ms"], TARGETS["p99_qt_stall_ms"])
+    if not old_epochs:
+        return part
+
     # (c) the pre-issue-16 path: shared loop, width 128, torch's default threads, per-epoch files
     old_cfg = training.decoder_config(old_epochs, decoder_width=128)
     emb = EmbeddingDataset(data, sam, old_cfg.decoder_out_size, cache)
@@ -235,13 +246,6 @@ def bench_training(app, viewer, epochs: int, n_images: int, old_epochs: int, rep
                                         "projected_100_epochs_s": round(old_s / max(old.epochs_run, 1) * 100, 1)}
     new_per_epoch = part["napari"]["wall_s"] / max(part["napari"]["epochs_done"], 1)
     part["speedup_old_over_new_per_epoch"] = round(old_s / max(old.epochs_run, 1) / new_per_epoch, 2)
-    scale = 100 / max(epochs, 1)
-    part["target_napari"] = _target(part["napari"]["wall_s"] * scale, TARGETS["decoder_100_epochs_s"])
-    part["target_cli"] = _target(part["cli"]["wall_s"] * scale, TARGETS["decoder_100_epochs_s"])
-    part["stretch_napari"] = _target(part["napari"]["wall_s"] * scale, TARGETS["decoder_100_epochs_s_stretch"])
-    q = part["qt_during_training"]
-    part["target_longest_stall"] = _target(q["longest_stall_ms"], TARGETS["longest_qt_stall_ms"])
-    part["target_p99_stall"] = _target(q["p99_stall_ms"], TARGETS["p99_qt_stall_ms"])
     return part
 
 

@@ -162,9 +162,9 @@ def _recipe(args) -> int:
     prof = load_config(args.config).to_dict()
     changed = {k: v for k, v in cfg.to_dict().items() if prof.get(k) != v}
     study = run_study(cfg, out, profile=args.config, base_overrides=changed,
-                      parallel=args.parallel, threads_per_run=args.threads)
+                      parallel=args.parallel, threads_per_run=args.threads, only=args.variants)
     for r in study["rows"]:
-        rock = r["iou"].get("big rock")
+        rock = r["iou"].get("big_rock", r["iou"].get("big rock"))
         print(f"{r['name']:<16} val mIoU {r['val_miou']:.4f}  big rock {rock if rock is None else round(rock, 4)}"
               f"  {r['seconds']} s")
     print("chosen:", json.dumps(study["recipe"]))
@@ -288,6 +288,8 @@ def register(sub) -> None:
                        "table in recipe-study.md, chosen overrides in recipe.yaml")
     _common(rs)
     rs.add_argument("--parallel", type=int, default=1, help="runs at a time (each its own process) [1]")
+    rs.add_argument("--variants", nargs="+", metavar="NAME",
+                    help="train only these variants now; finished runs in --out are reused either way")
     rs.set_defaults(func=_recipe)
 
     c = sub.add_parser("calibrate", help="fit a temperature on a labelled split and fold it into a copy of "

@@ -59,6 +59,8 @@ def default_variants(epochs: int, lr: float) -> list[Variant]:
         Variant("loss-focal", "loss", "focal loss (gamma 2)", {"loss": "focal"}),
         Variant("loss-ce+dice", "loss", "CE + Dice", {"loss": "ce+dice"}),
         Variant("aug-none", "augmentation", "no augmentation", {"augment_policy": "none"}),
+        Variant("aug-flip", "augmentation", "flips only (no affine warp, no brightness/contrast/noise)",
+                {"augment_policy": "flip"}),
         Variant("aug-strong", "augmentation", "zoom-in crops to 1.6x, rotation 15, gamma, blur",
                 {"augment_policy": "strong"}),
         Variant("ema", "ema", "EMA of weights (decay 0.995)", {"ema": 0.995}),
@@ -99,6 +101,9 @@ def _run_one(args) -> dict:
     from .config import TrainConfig as TC
     from .student import train_student
     cfg = TC(**cfg_dict)
+    if Path(out).exists():      # a run of another setting (or an unfinished one): start clean, never resume it
+        import shutil
+        shutil.rmtree(out)
     t0 = time.time()
     res = train_student(cfg, out)
     seconds = time.time() - t0
@@ -108,7 +113,43 @@ def _run_one(args) -> dict:
            "best_epoch": res.summary.get("best_epoch"), "images_per_second": res.summary.get("images_per_second")}
     if tta:
         row.update(evaluate_run(Path(out) / "best.safetensors", cfg, tta=True))
+    # kept beside the run, so that a rerun of the study reuses it instead of training again
+    atomic_write_json(Path(out) / "row.json", {"config": cfg_dict, "tta": tta, "row": row})
     return row
+
+
+def _setting(base: TrainConfig, profile: str, base_overrides: dict | None) -> dict:
+    return {"profile": profile, "overrides": base_overrides or {}, "size": base.size, "train_images": base.limit,
+            "val_images": base.val_limit or "all", "epochs": base.epochs, "batch_size": base.batch_size,
+            "lr": base.lr, "seed": base.seed}
+
+
+def _finished_rows(out_dir: Path, jobs: list, variants: list[Variant], setting: dict) -> dict[str, dict]:
+    """Rows of variants already trained with the same configuration: from each run's ``row.json``,
+    else from an earlier ``recipe-study.json`` in ``out_dir`` of the same setting."""
+    done: dict[str, dict] = {}
+    old = {}
+    study = out_dir / "recipe-study.json"
+    if study.is_file():
+        try:
+            prev = json.loads(study.read_text())
+            same = {k: v for k, v in prev.get("setting", {}).items() if k != "parallel_runs"} == \
+                json.loads(json.dumps(setting))
+            old = {r["name"]: r for r in prev.get("rows", [])} if same else {}
+        except (OSError, ValueError):
+            old = {}
+    keys = ("val_miou", "seconds", "iou", "best_epoch", "images_per_second")
+    for (cfg_dict, out, tta, _), v in zip(jobs, variants):
+        f = Path(out) / "row.json"
+        try:
+            saved = json.loads(f.read_text()) if f.is_file() else None
+        except (OSError, ValueError):
+            saved = None
+        if saved and saved.get("config") == json.loads(json.dumps(cfg_dict)) and saved.get("tta") == tta:
+            done[v.name] = saved["row"]
+        elif v.name in old and (Path(out) / "best.safetensors").is_file() and old[v.name].get("overrides") == v.overrides:
+            done[v.name] = {k: old[v.name][k] for k in keys if k in old[v.name]}
+    return done
 
 
 def evaluate_run(checkpoint: Path, cfg: TrainConfig, tta: bool) -> dict:
@@ -127,8 +168,12 @@ def evaluate_run(checkpoint: Path, cfg: TrainConfig, tta: bool) -> dict:
 
 def run_study(base: TrainConfig, out_dir: str | os.PathLike, profile: str = "cpu",
               base_overrides: dict | None = None, variants: list[Variant] | None = None,
-              parallel: int = 1, threads_per_run: int | None = None) -> dict:
-    """Train every variant (``parallel`` at a time, each in its own process) and write the table."""
+              parallel: int = 1, threads_per_run: int | None = None, only: list[str] | None = None) -> dict:
+    """Train every variant (``parallel`` at a time, each in its own process) and write the table.
+
+    A variant already trained in ``out_dir`` with the same configuration is reused, not trained
+    again (a rerun continues an interrupted study). ``only``: train just these variants now (the
+    table holds them and whatever finished rows ``out_dir`` already has)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if not base.val_split:
@@ -139,8 +184,13 @@ def run_study(base: TrainConfig, out_dir: str | os.PathLike, profile: str = "cpu
         raise MarsamError("variant names must be unique")
     cfgs = [variant_config(base, v) for v in variants]
     jobs = [(dataclasses.asdict(c), str(out_dir / v.name), v.tta, threads_per_run) for v, c in zip(variants, cfgs)]
+    if only:
+        unknown = sorted(set(only) - set(names))
+        if unknown:
+            raise MarsamError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(names)}")
     t0 = time.time()
-    done: dict[str, dict] = {}
+    done: dict[str, dict] = _finished_rows(out_dir, jobs, variants, _setting(base, profile, base_overrides))
+    todo = [(j, v) for j, v in zip(jobs, variants) if v.name not in done and (not only or v.name in only)]
 
     def write() -> dict:
         # rewritten after every finished variant, so an interrupted study keeps what it measured
@@ -150,11 +200,9 @@ def run_study(base: TrainConfig, out_dir: str | os.PathLike, profile: str = "cpu
                 rows.append({"name": v.name, "group": v.group, "change": v.change, "overrides": v.overrides,
                              "tta": v.tta, "command": variant_command(profile, base_overrides or {}, v, c, out_dir),
                              **done[v.name]})
-        study = {"setting": {"profile": profile, "overrides": base_overrides or {}, "size": base.size,
-                             "train_images": base.limit, "val_images": base.val_limit or "all",
-                             "epochs": base.epochs, "batch_size": base.batch_size, "lr": base.lr,
-                             "seed": base.seed, "parallel_runs": parallel},
-                 "rows": rows, "complete": len(rows) == len(variants),
+        complete = all(v.name in done for v in variants)
+        study = {"setting": dict(_setting(base, profile, base_overrides), parallel_runs=parallel),
+                 "rows": rows, "complete": complete,
                  "wall_seconds": round(time.time() - t0, 1), "machine": _machine()}
         try:
             study["recipe"] = choose_recipe(rows)
@@ -168,12 +216,12 @@ def run_study(base: TrainConfig, out_dir: str | os.PathLike, profile: str = "cpu
         import multiprocessing as mp
         from concurrent.futures import as_completed
         with ProcessPoolExecutor(parallel, mp_context=mp.get_context("spawn")) as ex:
-            futs = {ex.submit(_run_one, j): v.name for j, v in zip(jobs, variants)}
+            futs = {ex.submit(_run_one, j): v.name for j, v in todo}
             for f in as_completed(futs):
                 done[futs[f]] = f.result()
                 write()
     else:
-        for j, v in zip(jobs, variants):
+        for j, v in todo:
             done[v.name] = _run_one(j)
             write()
     return write()
@@ -221,6 +269,11 @@ def choose_recipe(rows: list[dict], rock: str = "big rock") -> dict:
     return {"overrides": overrides, "why": why, "test_time_flips": use_tta}
 
 
+def _rock(row: dict):
+    iou = row.get("iou", {})
+    return iou.get("big_rock", iou.get("big rock"))
+
+
 def to_markdown(study: dict) -> str:
     s = study["setting"]
     partial = "" if study.get("complete", True) else " (INCOMPLETE: interrupted)"
@@ -230,7 +283,7 @@ def to_markdown(study: dict) -> str:
              f"({s['parallel_runs']} runs at a time).", "",
              "| variant | group | change | val mIoU | big-rock IoU | time (s) |", "|---|---|---|---|---|---|"]
     for r in study["rows"]:
-        rock = r.get("iou", {}).get("big rock")
+        rock = _rock(r)
         lines.append(f"| {r['name']} | {r['group']} | {r['change']} | "
                      f"{r['val_miou']:.4f} | {'n/a' if rock is None else f'{rock:.4f}'} | {r['seconds']} |")
     lines += ["", "Chosen (per group, the best val mIoU if it beats `current`):", ""]

@@ -174,6 +174,24 @@ def test_recipe_study_writes_table_and_choice(folder_data, tmp_path):
     assert json.loads((tmp_path / "study" / "recipe-study.json").read_text())["rows"][0]["val_miou"] is not None
 
 
+def test_recipe_study_reuses_finished_runs_and_trains_only_what_is_asked(folder_data, tmp_path):
+    cfg = tiny_config(folder_data, epochs=1)
+    vs = [v for v in default_variants(1, cfg.lr) if v.name in ("current", "aug-flip")]
+    first = run_study(cfg, tmp_path / "s", variants=vs, only=["current"])
+    assert [r["name"] for r in first["rows"]] == ["current"] and not first["complete"]
+    assert not (tmp_path / "s" / "aug-flip").exists()
+    trained = (tmp_path / "s" / "current" / "best.safetensors").stat().st_mtime_ns
+    second = run_study(cfg, tmp_path / "s", variants=vs)               # continues: trains aug-flip only
+    assert second["complete"] and [r["name"] for r in second["rows"]] == ["current", "aug-flip"]
+    assert (tmp_path / "s" / "current" / "best.safetensors").stat().st_mtime_ns == trained
+    assert second["rows"][0]["val_miou"] == first["rows"][0]["val_miou"]
+    changed = run_study(dataclasses.replace(cfg, lr=cfg.lr * 2), tmp_path / "s", variants=vs, only=["current"])
+    assert (tmp_path / "s" / "current" / "best.safetensors").stat().st_mtime_ns != trained   # other setting: retrained
+    assert [r["name"] for r in changed["rows"]] == ["current"]
+    with pytest.raises(MarsamError, match="unknown variant"):
+        run_study(cfg, tmp_path / "s", variants=vs, only=["nope"])
+
+
 def test_choose_recipe_rules():
     rows = [{"name": "current", "group": "baseline", "val_miou": 0.5, "overrides": {}, "tta": False},
             {"name": "w", "group": "weighting", "val_miou": 0.55, "overrides": {"class_weighting": "sqrt"}, "tta": False},
