@@ -42,6 +42,7 @@ class Variant:
     change: str
     overrides: dict = field(default_factory=dict)
     tta: bool = False          #: evaluate with test-time flips (no training change)
+    same_as: str | None = None #: trains exactly like this other variant (not run twice; its row is copied)
 
 
 CURRENT = {"class_weighting": "inverse", "loss": "ce", "augment_policy": "basic", "ema": 0.0,
@@ -55,7 +56,8 @@ def default_variants(epochs: int, lr: float) -> list[Variant]:
         Variant("current", "baseline", "first release: CE + inverse weights + basic augmentation"),
         Variant("weights-none", "weighting", "no class weights", {"class_weights": False, "class_weighting": "none"}),
         Variant("weights-sqrt", "weighting", "1/sqrt(frequency) weights", {"class_weighting": "sqrt"}),
-        Variant("weights-median", "weighting", "median-frequency weights", {"class_weighting": "median"}),
+        Variant("weights-median", "weighting", "median-frequency weights (global counts)",
+                {"class_weighting": "median"}, same_as="current"),
         Variant("loss-focal", "loss", "focal loss (gamma 2)", {"loss": "focal"}),
         Variant("loss-ce+dice", "loss", "CE + Dice", {"loss": "ce+dice"}),
         Variant("aug-none", "augmentation", "no augmentation", {"augment_policy": "none"}),
@@ -190,11 +192,15 @@ def run_study(base: TrainConfig, out_dir: str | os.PathLike, profile: str = "cpu
             raise MarsamError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(names)}")
     t0 = time.time()
     done: dict[str, dict] = _finished_rows(out_dir, jobs, variants, _setting(base, profile, base_overrides))
-    todo = [(j, v) for j, v in zip(jobs, variants) if v.name not in done and (not only or v.name in only)]
+    todo = [(j, v) for j, v in zip(jobs, variants)
+            if v.name not in done and not v.same_as and (not only or v.name in only)]
 
     def write() -> dict:
         # rewritten after every finished variant, so an interrupted study keeps what it measured
         rows = []
+        for v in variants:          # median-frequency weights normalised to mean 1 ARE the inverse weights
+            if v.same_as and v.same_as in done:
+                done[v.name] = dict(done[v.same_as], identical_to=v.same_as)
         for v, c in zip(variants, cfgs):
             if v.name in done:
                 rows.append({"name": v.name, "group": v.group, "change": v.change, "overrides": v.overrides,
@@ -284,7 +290,8 @@ def to_markdown(study: dict) -> str:
              "| variant | group | change | val mIoU | big-rock IoU | time (s) |", "|---|---|---|---|---|---|"]
     for r in study["rows"]:
         rock = _rock(r)
-        lines.append(f"| {r['name']} | {r['group']} | {r['change']} | "
+        same = f" (not trained: identical to `{r['identical_to']}` by construction)" if r.get("identical_to") else ""
+        lines.append(f"| {r['name']} | {r['group']} | {r['change']}{same} | "
                      f"{r['val_miou']:.4f} | {'n/a' if rock is None else f'{rock:.4f}'} | {r['seconds']} |")
     lines += ["", "Chosen (per group, the best val mIoU if it beats `current`):", ""]
     lines += [f"- {w}" for w in study["recipe"]["why"]]

@@ -176,18 +176,23 @@ def test_recipe_study_writes_table_and_choice(folder_data, tmp_path):
 
 def test_recipe_study_reuses_finished_runs_and_trains_only_what_is_asked(folder_data, tmp_path):
     cfg = tiny_config(folder_data, epochs=1)
-    vs = [v for v in default_variants(1, cfg.lr) if v.name in ("current", "aug-flip")]
+    vs = [v for v in default_variants(1, cfg.lr) if v.name in ("current", "weights-median", "aug-flip")]
     first = run_study(cfg, tmp_path / "s", variants=vs, only=["current"])
-    assert [r["name"] for r in first["rows"]] == ["current"] and not first["complete"]
+    assert [r["name"] for r in first["rows"]] == ["current", "weights-median"] and not first["complete"]
     assert not (tmp_path / "s" / "aug-flip").exists()
     trained = (tmp_path / "s" / "current" / "best.safetensors").stat().st_mtime_ns
     second = run_study(cfg, tmp_path / "s", variants=vs)               # continues: trains aug-flip only
-    assert second["complete"] and [r["name"] for r in second["rows"]] == ["current", "aug-flip"]
+    assert second["complete"] and [r["name"] for r in second["rows"]] == ["current", "weights-median", "aug-flip"]
+    med = second["rows"][1]                                            # the same training as current: copied
+    assert med["identical_to"] == "current" and med["val_miou"] == second["rows"][0]["val_miou"]
+    assert not (tmp_path / "s" / "weights-median").exists()
+    counts = np.array([5e6, 9e6, 1.2e6, 2e5])
+    assert torch.allclose(class_weights(counts, "median"), class_weights(counts, "inverse"))
     assert (tmp_path / "s" / "current" / "best.safetensors").stat().st_mtime_ns == trained
     assert second["rows"][0]["val_miou"] == first["rows"][0]["val_miou"]
     changed = run_study(dataclasses.replace(cfg, lr=cfg.lr * 2), tmp_path / "s", variants=vs, only=["current"])
     assert (tmp_path / "s" / "current" / "best.safetensors").stat().st_mtime_ns != trained   # other setting: retrained
-    assert [r["name"] for r in changed["rows"]] == ["current"]
+    assert [r["name"] for r in changed["rows"]] == ["current", "weights-median"]
     with pytest.raises(MarsamError, match="unknown variant"):
         run_study(cfg, tmp_path / "s", variants=vs, only=["nope"])
 
