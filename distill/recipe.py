@@ -68,7 +68,8 @@ def default_variants(epochs: int, lr: float) -> list[Variant]:
         Variant("ema", "ema", "EMA of weights (decay 0.995)", {"ema": 0.995}),
         Variant("epochs-x2", "schedule", f"{2 * epochs} epochs instead of {epochs}", {"epochs": 2 * epochs}),
         Variant("lr-x3", "schedule", f"peak learning rate x3 ({3 * lr:g})", {"lr": 3 * lr}),
-        Variant("tta-flip", "tta", "current model, test-time horizontal flip averaging", {}, tta=True),
+        Variant("tta-flip", "tta", "current model, test-time horizontal flip averaging", {}, tta=True,
+                same_as="current"),
         Variant("arch-stem2-b16", "architecture", "strided stem, U-Net at half resolution, base 16",
                 {"student_stem_stride": 2}),
         Variant("arch-stem2-b20", "architecture", "strided stem, base 20 (1.7M params)",
@@ -199,7 +200,7 @@ def run_study(base: TrainConfig, out_dir: str | os.PathLike, profile: str = "cpu
         # rewritten after every finished variant, so an interrupted study keeps what it measured
         rows = []
         for v in variants:          # median-frequency weights normalised to mean 1 ARE the inverse weights
-            if v.same_as and v.same_as in done:
+            if v.same_as and not v.tta and v.same_as in done:
                 done[v.name] = dict(done[v.same_as], identical_to=v.same_as)
         for v, c in zip(variants, cfgs):
             if v.name in done:
@@ -230,6 +231,12 @@ def run_study(base: TrainConfig, out_dir: str | os.PathLike, profile: str = "cpu
         for j, v in todo:
             done[v.name] = _run_one(j)
             write()
+    # test-time flips change no training: the model of the variant named by same_as, evaluated with flips
+    for v, c in zip(variants, cfgs):
+        if v.tta and v.same_as and v.same_as in done and v.name not in done and (not only or v.name in only):
+            t1 = time.time()
+            row = evaluate_run(out_dir / v.same_as / "best.safetensors", c, tta=True)
+            done[v.name] = dict(row, seconds=round(time.time() - t1, 1), evaluated=v.same_as)
     return write()
 
 
@@ -290,7 +297,8 @@ def to_markdown(study: dict) -> str:
              "| variant | group | change | val mIoU | big-rock IoU | time (s) |", "|---|---|---|---|---|---|"]
     for r in study["rows"]:
         rock = _rock(r)
-        same = f" (not trained: identical to `{r['identical_to']}` by construction)" if r.get("identical_to") else ""
+        same = (f" (not trained: identical to `{r['identical_to']}` by construction)" if r.get("identical_to") else
+                f" (`{r['evaluated']}`'s model; time = the evaluation)" if r.get("evaluated") else "")
         lines.append(f"| {r['name']} | {r['group']} | {r['change']}{same} | "
                      f"{r['val_miou']:.4f} | {'n/a' if rock is None else f'{rock:.4f}'} | {r['seconds']} |")
     lines += ["", "Chosen (per group, the best val mIoU if it beats `current`):", ""]
