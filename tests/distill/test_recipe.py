@@ -249,3 +249,28 @@ def test_calibrate_and_recipe_commands_refuse_bad_input_in_one_line(folder_data,
     assert main(["experiment", "recipe", "--data", str(folder_data), "--set", "loss=lovasz2",
                  "--out", str(tmp_path / "s2")]) == 2
     assert "unknown loss" in capsys.readouterr().err
+
+
+def test_model_card_compares_distilled_and_labels_only_per_seed(tmp_path):
+    from distill.model_card import build_card, seed_comparison
+    classes = ["soil", "bedrock", "sand", "big_rock"]
+
+    def ev(miou, rock):
+        per = {c: 0.5 for c in classes} | {"big_rock": rock}
+        return {"miou": miou, "pixel_accuracy": 0.8, "iou_per_class": per, "precision_per_class": per,
+                "recall_per_class": per, "f1_per_class": per, "macro_f1": 0.5, "ece": 0.03, "params": 1000,
+                "gflops": 0.1, "classes": classes, "confusion_matrix": [[1, 0, 0, 0]] * 4, "images": 10,
+                "input_size": 256}
+    (tmp_path / "eval" / "seeds").mkdir(parents=True)
+    (tmp_path / "student").mkdir()
+    (tmp_path / "student" / "config.yaml").write_text("distill: true\nkd_pixels: all\n")
+    (tmp_path / "eval" / "student.json").write_text(json.dumps(ev(0.61, 0.2)))
+    for name, m in {"distilled-s0": 0.61, "distilled-s1": 0.60, "labels-s0": 0.58, "labels-s1": 0.59}.items():
+        (tmp_path / "eval" / "seeds" / f"{name}.json").write_text(json.dumps(ev(m, 0.1)))
+    sc = seed_comparison(tmp_path)
+    assert sc["seeds"] == ["0", "1"] and sc["diffs"] == pytest.approx([0.03, 0.01])
+    card = build_card(tmp_path, "x")
+    assert "| mean | 0.6050 | 0.5850 | +0.0200 |" in card
+    assert "distilled beats labels-only by >= 0.02 (2 seeds, mean) | 0.6050 vs 0.5850 (+0.0200; per seed +0.0300, +0.0100) | yes |" in card
+    (tmp_path / "eval" / "seeds" / "labels-s1.json").unlink()      # one seed only: not the target's two
+    assert "(1 seeds, mean)" in build_card(tmp_path, "x") and "| no |" in build_card(tmp_path, "x")
