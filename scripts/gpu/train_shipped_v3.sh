@@ -13,14 +13,14 @@
 # SMOKE=1 runs the same stages tiny on the CPU, to check the script before spending GPU time.
 set -u
 G=${G:-out/gpu}; OUT=${OUT:-/tmp/gpu-out}; W=${W:-/tmp/marsam-gpu}; PY=${PY:-python3}; SMOKE=${SMOKE:-0}
-T_MIN=${T_MIN:-4.3}; S_MIN=${S_MIN:-0.75}
+T_MIN=${T_MIN:-3.5}; S_MIN=${S_MIN:-0.7}
 if [ "$SMOKE" = 1 ]; then
     T_ARGS="--size 64 --limit 96 --val-limit 48 --epochs 2 --batch-size 16 --teacher-base 8 --device cpu"
     S_ARGS="--size 64 --limit 96 --val-limit 48 --epochs 2 --batch-size 16 --device cpu"
     E_ARGS="--limit 48 --device cpu"
 else
     T_ARGS="--epochs 60 --batch-size 32 --lr 0.001"
-    S_ARGS="--epochs 100 --batch-size 64 --lr 0.002"
+    S_ARGS="--epochs 100 --batch-size 32 --lr 0.002"
     E_ARGS=""
 fi
 mkdir -p "$OUT" "$W"

@@ -11,7 +11,7 @@ log() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/log.txt"; }
 [ -f "$W/runs/teacher/best.safetensors" ] && [ -f "$W/data/split.csv" ] || { log "pass 3's work folder is gone (machine was given back)"; exit 3; }
 export PYTHONPATH=$W/site OMP_NUM_THREADS=8
 M="$PY -m segmodels.cli"; D=$W/data; cd "$W"
-S="--config gpu --data $D --epochs 200 --batch-size 64 --lr 0.002 --set max_minutes=$S2_MIN --set fit_epochs_to_budget=true --seed $SEED"
+S="--config gpu --data $D --epochs 200 --batch-size 32 --lr 0.002 --set max_minutes=$S2_MIN --set fit_epochs_to_budget=true --seed $SEED"
 if [ "$KIND" = kd-all ]; then
   S="$S --teacher runs/teacher/best.safetensors --set teacher_once=true --set kd_pixels=all"
 else
