@@ -249,36 +249,51 @@ def _machine() -> dict:
     return info
 
 
-def choose_recipe(rows: list[dict], rock: str = "big rock") -> dict:
-    """Per group, the best variant by val mIoU if it beats "current"; the choices and why."""
+#: val mIoU differences below these are ties (one seed; the proxy's epoch-to-epoch swings are larger)
+TIE = 0.005
+ARCH_TIE = 0.01
+
+
+def choose_recipe(rows: list[dict], tie: float = TIE, arch_tie: float = ARCH_TIE) -> dict:
+    """The recipe a study's rows support, and why.
+
+    Training changes: the single best MEASURED row, not a combination of per-group winners (each
+    group was measured against "current" alone, so two winners together are an untested recipe,
+    and their effects interact: in the 2026-12 study, no class weights won under the first
+    release's augmentation but lost under flips only). Rows within ``tie`` of the best val mIoU
+    are tied; among them the best big-rock IoU wins (the rare class the models miss). Baselines
+    compete too. Architecture: the best of the strided-stem students (all meet the CPU speed
+    target, the full-resolution "current" does not); within ``arch_tie`` the smaller one.
+    Test-time flips: adopted when they beat the model they were evaluated on."""
     by = {r["name"]: r for r in rows}
     cur = by.get("current")
     if cur is None or cur.get("val_miou") is None:
         raise MarsamError("the study has no 'current' row to compare against")
-    overrides: dict = {}
-    why = []
-    groups: dict[str, list[dict]] = {}
-    for r in rows:
-        if r["group"] not in ("baseline", "tta") and r.get("val_miou") is not None:
-            groups.setdefault(r["group"], []).append(r)
-    for g, rs in groups.items():
-        if g == "architecture":
-            # all architectures here meet the CPU speed target; the full-resolution "current" does
-            # not, so the best of them is taken even when it is slightly below current
-            best = max(rs, key=lambda r: r["val_miou"])
-            overrides.update(best["overrides"])
-            why.append(f"{g}: {best['name']} ({best['val_miou']:.4f} vs current {cur['val_miou']:.4f}; "
-                       "chosen among the architectures that meet the speed target)")
-            continue
-        best = max(rs, key=lambda r: r["val_miou"])
-        if best["val_miou"] > cur["val_miou"]:
-            # a longer proxy schedule says "train longer", not "train 2x the proxy's epochs"
-            overrides.update({k: v for k, v in best["overrides"].items() if k != "epochs"})
-            why.append(f"{g}: {best['name']} ({best['val_miou']:.4f} > current {cur['val_miou']:.4f})")
-        else:
-            why.append(f"{g}: keep current ({cur['val_miou']:.4f} >= best {best['name']} {best['val_miou']:.4f})")
+    measured = [r for r in rows if r.get("val_miou") is not None]
+    train = [r for r in measured if r["group"] not in ("tta", "architecture") and not r.get("identical_to")]
+    top = max(r["val_miou"] for r in train)
+    tied = [r for r in train if top - r["val_miou"] <= tie]
+    best = max(tied, key=lambda r: (_rock(r) or 0.0, r["val_miou"]))
+    overrides = {k: v for k, v in best["overrides"].items() if k != "epochs"}
+    why = [f"training: {best['name']} (val mIoU {best['val_miou']:.4f}, big rock {(_rock(best) or 0):.4f}; "
+           + (f"tied within {tie} with " + ", ".join(f"{r['name']} {r['val_miou']:.4f}/{(_rock(r) or 0):.4f}"
+                                                      for r in tied if r is not best) + ": best big rock wins; "
+              if len(tied) > 1 else "")
+           + f"current {cur['val_miou']:.4f})"]
+    if "epochs" in best["overrides"]:
+        why.append("a longer proxy schedule says 'train longer', not 'train the proxy's epochs'")
+    arch = [r for r in measured if r["group"] == "architecture"]
+    if arch:
+        a_top = max(r["val_miou"] for r in arch)
+        a_best = min((r for r in arch if a_top - r["val_miou"] <= arch_tie),
+                     key=lambda r: (r["overrides"].get("student_base", 16), -r["val_miou"]))
+        overrides.update(a_best["overrides"])
+        why.append(f"architecture: {a_best['name']} ({a_best['val_miou']:.4f}; best {a_top:.4f}, ties within "
+                   f"{arch_tie} go to the smaller network)")
     tta = next((r for r in rows if r["tta"]), None)
     use_tta = bool(tta and tta.get("val_miou") is not None and tta["val_miou"] > cur["val_miou"])
+    if tta and tta.get("val_miou") is not None:
+        why.append(f"test-time flips: {tta['val_miou']:.4f} vs {cur['val_miou']:.4f} for the same model")
     return {"overrides": overrides, "why": why, "test_time_flips": use_tta}
 
 
@@ -301,7 +316,8 @@ def to_markdown(study: dict) -> str:
                 f" (`{r['evaluated']}`'s model; time = the evaluation)" if r.get("evaluated") else "")
         lines.append(f"| {r['name']} | {r['group']} | {r['change']}{same} | "
                      f"{r['val_miou']:.4f} | {'n/a' if rock is None else f'{rock:.4f}'} | {r['seconds']} |")
-    lines += ["", "Chosen (per group, the best val mIoU if it beats `current`):", ""]
+    lines += ["", "Chosen (`distill.recipe.choose_recipe`: the best measured row, ties within "
+              f"{TIE} broken by big-rock IoU; the smallest architecture within {ARCH_TIE}):", ""]
     lines += [f"- {w}" for w in study["recipe"]["why"]]
     lines += [f"- test-time flips: {'yes' if study['recipe']['test_time_flips'] else 'no'}", "",
               "Commands (one per row):", "", "```bash"]

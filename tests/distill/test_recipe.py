@@ -198,15 +198,25 @@ def test_recipe_study_reuses_finished_runs_and_trains_only_what_is_asked(folder_
 
 
 def test_choose_recipe_rules():
-    rows = [{"name": "current", "group": "baseline", "val_miou": 0.5, "overrides": {}, "tta": False},
-            {"name": "w", "group": "weighting", "val_miou": 0.55, "overrides": {"class_weighting": "sqrt"}, "tta": False},
-            {"name": "l", "group": "loss", "val_miou": 0.45, "overrides": {"loss": "focal"}, "tta": False},
-            {"name": "e", "group": "schedule", "val_miou": 0.6, "overrides": {"epochs": 40}, "tta": False},
-            {"name": "t", "group": "tta", "val_miou": 0.52, "overrides": {}, "tta": True}]
-    r = choose_recipe(rows)
-    assert r["overrides"] == {"class_weighting": "sqrt"} and r["test_time_flips"]
+    def r(name, group, miou, rock, o=None, tta=False):
+        return {"name": name, "group": group, "val_miou": miou, "iou": {"big_rock": rock}, "overrides": o or {}, "tta": tta}
+    rows = [r("plain", "baseline", 0.547, 0.001, {"class_weights": False, "augment_policy": "flip"}),
+            r("current", "baseline", 0.31, 0.06),
+            r("w-none", "weighting", 0.40, 0.0, {"class_weights": False}),     # won its group, but not overall
+            r("aug-none", "augmentation", 0.5687, 0.13, {"augment_policy": "none"}),
+            r("aug-flip", "augmentation", 0.5664, 0.16, {"augment_policy": "flip"}),
+            r("long", "schedule", 0.36, 0.1, {"epochs": 12}),
+            r("b16", "architecture", 0.313, 0.06, {"student_stem_stride": 2}),
+            r("b20", "architecture", 0.322, 0.05, {"student_stem_stride": 2, "student_base": 20}),
+            r("t", "tta", 0.3135, 0.06, tta=True)]
+    c = choose_recipe(rows)
+    # the best measured row (aug-none) ties with aug-flip within 0.005: better big rock wins; the
+    # group winner w-none is NOT combined in (never measured with flips); b20 ties b16: smaller wins
+    assert c["overrides"] == {"augment_policy": "flip", "student_stem_stride": 2} and c["test_time_flips"]
+    assert choose_recipe(rows, tie=0.001)["overrides"]["augment_policy"] == "none"
+    assert choose_recipe(rows, arch_tie=0.001)["overrides"]["student_base"] == 20
     with pytest.raises(MarsamError, match="no 'current'"):
-        choose_recipe(rows[1:])
+        choose_recipe(rows[2:])
 
 
 def test_strided_stem_student_shapes():
