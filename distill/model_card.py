@@ -104,8 +104,10 @@ def build_card(run: Path, name: str, note: str = "", figure: str | None = None) 
               f"for training, `{cfg.get('val_split')}` for validation and every number below. Nothing else was used for "
               "model selection.",
               f"- Training images: {(summ.get('student') or {}).get('train_images')} of the train split "
-              f"(first {cfg.get('limit')} in marsam's fixed hash order, unlabelled masks skipped); per-epoch validation "
-              f"(best-checkpoint choice) on the first {cfg.get('val_limit') or 'all'} val images; final evaluation on "
+              + (f"(first {cfg.get('limit')} in marsam's fixed hash order, " if cfg.get('limit') else "(all of it, ")
+              + "unlabelled masks skipped); per-epoch validation (best-checkpoint choice) on "
+              + (f"the first {cfg.get('val_limit')}" if cfg.get('val_limit') else "all")
+              + f" val images; final evaluation on "
               f"the whole val split ({s_eval.get('images')} images).",
               f"- Student: {_recipe(cfg)}."]
     if distilled:

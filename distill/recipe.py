@@ -307,8 +307,10 @@ def to_markdown(study: dict) -> str:
     partial = "" if study.get("complete", True) else " (INCOMPLETE: interrupted)"
     lines = [f"# Recipe study{partial} ({s['size']} px, {s['train_images']} training images, {s['epochs']} epochs, "
              f"val = {s['val_images']} images)", "",
-             f"Machine: {study['machine']}. Wall time of the whole study: {study['wall_seconds']} s "
-             f"({s['parallel_runs']} runs at a time).", "",
+             f"Machine: {study['machine']}. Sum of the rows' times: "
+             f"{sum(r.get('seconds') or 0 for r in study['rows'] if not r.get('identical_to')):.0f} s; this "
+             f"invocation's wall time {study['wall_seconds']} s ({s['parallel_runs']} runs at a time; rows "
+             "finished by an earlier invocation are reused with their own times).", "",
              "| variant | group | change | val mIoU | big-rock IoU | time (s) |", "|---|---|---|---|---|---|"]
     for r in study["rows"]:
         rock = _rock(r)
