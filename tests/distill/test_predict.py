@@ -153,15 +153,19 @@ def test_tta_averages_flips_and_strips_match_the_whole_image(student, hirise_dir
     p_h = np.flip(student.probabilities(np.ascontiguousarray(img[:, ::-1]), tile=256, overlap=32), -1)
     np.testing.assert_allclose(tta_probs(student, img, PredictSettings(tta="h", **TILES)), (p0 + p_h) / 2,
                                atol=1e-5)
-    # predicting in 3 strips with a 64-row halo gives almost the whole-image labels (the strips' tile
-    # grids differ from the whole image's, so pixels near a class boundary may flip)
+    # predicting in 3 strips with a 64-row halo changes the labels no more than another tile grid
+    # of the whole image does (the strips' tile grids differ from the whole image's, so pixels near
+    # a class boundary may flip; on this HiRISE crop, far from the student's AI4Mars training data,
+    # two whole-image tilings disagree on ~8% of pixels)
+    grid = student.probabilities(img, tile=256, overlap=64).argmax(0)
+    tilings = (grid == p0.argmax(0)).mean()
     from distill.predict.layout import Layout
     from distill.predict.outputs import ImageOutputs
     from distill.predict.run import predict_into
     job = ImageOutputs(Layout("/nonexistent"), "x", img.shape[:2], student.label_spec,
                     PredictSettings(progress=False), None, need_confidence=False)
     predict_into(student, img, job, PredictSettings(block=256, block_pixels=200 * 520, halo=64, **TILES))
-    assert (job.labels == p0.argmax(0)).mean() > 0.98
+    assert (job.labels == p0.argmax(0)).mean() >= tilings - 0.02
 
 
 def test_batched_small_images_equal_one_at_a_time(student, navcam, tmp_path):
