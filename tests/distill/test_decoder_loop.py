@@ -148,3 +148,12 @@ def test_bad_inputs_are_refused(tmp_path):
         fit_in_memory(_model(), (bad, y), None, _config(), tmp_path / "nan", AI4MARS, NORM, {})
     with pytest.raises(MarsamError, match="learning rate|loss became"):
         fit_in_memory(_model(), (x, y), None, _config(lr=1e30), tmp_path / "lr", AI4MARS, NORM, {})
+
+
+def test_gui_threads_can_be_set_and_bad_values_are_refused(monkeypatch):
+    monkeypatch.setenv("MARSAM_GUI_THREADS", "2")
+    assert default_threads() == 2
+    for bad in ("two", "0"):
+        monkeypatch.setenv("MARSAM_GUI_THREADS", bad)
+        with pytest.raises(MarsamError, match="MARSAM_GUI_THREADS"):
+            default_threads()
