@@ -266,8 +266,10 @@ def main() -> None:
 
     viewer = napari.Viewer(show=False)
     app = QApplication.instance()
-    report = {"benchmark": "napari_loop", "command": "xvfb-run -a python benchmarks/bench_napari_loop.py "
-              f"--epochs {args.epochs} --old-epochs {args.old_epochs} --images {args.images} --repeats {args.repeats}",
+    env = "".join(f"{k}={os.environ[k]} " for k in ("MARSAM_GUI_THREADS",) if os.environ.get(k))
+    report = {"benchmark": "napari_loop", "command": f"{env}xvfb-run -a python benchmarks/bench_napari_loop.py "
+              f"--epochs {args.epochs} --old-epochs {args.old_epochs} --images {args.images} --repeats {args.repeats}"
+              + (f" --out {args.out}" if args.out != OUT else ""),
               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "targets": TARGETS,
               "machine": _machine()}
     report["student_prediction_1024"] = bench_predict(app, viewer, args.repeats)
