@@ -75,6 +75,40 @@ def seed_comparison(run: Path) -> dict | None:
             "mean_labels": mean([rows[k]["labels"]["miou"] for k in seeds]), "mean_diff": mean(diffs)}
 
 
+def _seed_lines(seeds: dict | None) -> list[str]:
+    """The distilled-vs-labels-only table, one row per seed and their mean."""
+    out: list[str] = []
+    if not seeds:
+        return out
+    out += ["", "## Distilled vs labels alone, two seeds", "",
+              "The same student, data, schedule and time budget, with and without the teacher "
+              "(uncalibrated checkpoints; calibration does not change the predicted class):", "",
+              "| seed | distilled val mIoU | labels-only val mIoU | difference | distilled big rock | labels-only big rock |",
+              "|---|---|---|---|---|---|"]
+    for k, dd in zip(seeds["seeds"], seeds["diffs"]):
+        r = seeds["rows"][k]
+        out.append(f"| {k} | {_f(r['distilled']['miou'])} | {_f(r['labels']['miou'])} | {dd:+.4f} | "
+                     f"{_f(_rock(r['distilled']))} | {_f(_rock(r['labels']))} |")
+    out.append(f"| mean | {_f(seeds['mean_distilled'])} | {_f(seeds['mean_labels'])} | {seeds['mean_diff']:+.4f} | | |")
+    return out
+
+
+def _speed_lines(bench: dict | None) -> list[str]:
+    """The side-by-side speed table of ``benchmarks/bench_distill.py``."""
+    out: list[str] = []
+    if not bench:
+        return out
+    out += ["", "## Speed, side by side (`benchmarks/bench_distill.py`)", "",
+              "| threads | px | teacher img/s | student img/s | speed-up (median of rounds) | range |", "|---|---|---|---|---|---|"]
+    for r in bench.get("inference", []):
+        out.append(f"| {r['threads']} | {r['size']} | {_f(r['teacher_images_per_second'], 2)} | "
+                     f"{_f(r['student_images_per_second'], 2)} | x{_f(r['speedup_median_of_rounds'], 2)} | "
+                     f"x{_f(r['speedup_min'], 2)} to x{_f(r['speedup_max'], 2)} |")
+    out.append("")
+    out.append(f"Bench machine: {bench.get('machine', {})}.")
+    return out
+
+
 def build_card(run: Path, name: str, note: str = "", figure: str | None = None) -> str:
     """The card of the run in ``run`` (layout in the module doc); sections for what is present."""
     ev = {m: _load(run / "eval" / f"{m}.json") for m, _ in MODELS}
@@ -154,26 +188,7 @@ def build_card(run: Path, name: str, note: str = "", figure: str | None = None) 
         lines += ["", "Confusion matrix (pixels, rows = truth):", "",
                   confusion_to_markdown(s_eval["confusion_matrix"], classes)]
     seeds = seed_comparison(run)
-    if seeds:
-        lines += ["", "## Distilled vs labels alone, two seeds", "",
-                  "The same student, data, schedule and time budget, with and without the teacher "
-                  "(uncalibrated checkpoints; calibration does not change the predicted class):", "",
-                  "| seed | distilled val mIoU | labels-only val mIoU | difference | distilled big rock | labels-only big rock |",
-                  "|---|---|---|---|---|---|"]
-        for k, dd in zip(seeds["seeds"], seeds["diffs"]):
-            r = seeds["rows"][k]
-            lines.append(f"| {k} | {_f(r['distilled']['miou'])} | {_f(r['labels']['miou'])} | {dd:+.4f} | "
-                         f"{_f(_rock(r['distilled']))} | {_f(_rock(r['labels']))} |")
-        lines.append(f"| mean | {_f(seeds['mean_distilled'])} | {_f(seeds['mean_labels'])} | {seeds['mean_diff']:+.4f} | | |")
-    if bench:
-        lines += ["", "## Speed, side by side (`benchmarks/bench_distill.py`)", "",
-                  "| threads | px | teacher img/s | student img/s | speed-up (median of rounds) | range |", "|---|---|---|---|---|---|"]
-        for r in bench.get("inference", []):
-            lines.append(f"| {r['threads']} | {r['size']} | {_f(r['teacher_images_per_second'], 2)} | "
-                         f"{_f(r['student_images_per_second'], 2)} | x{_f(r['speedup_median_of_rounds'], 2)} | "
-                         f"x{_f(r['speedup_min'], 2)} to x{_f(r['speedup_max'], 2)} |")
-        lines.append("")
-        lines.append(f"Bench machine: {bench.get('machine', {})}.")
+    lines += _seed_lines(seeds) + _speed_lines(bench)
     if s_eval.get("worst"):
         lines += ["", "## What it is bad at", "",
                   "The val images with the lowest pixel accuracy over their labelled pixels: "
