@@ -14,7 +14,7 @@
 #       --teacher runs/teacher/best.safetensors --set teacher_once=true --set kd_pixels=all --out runs/long-kd-s0
 #   teacher evaluation (on the GPU, val images re-encoded as WebP q80 by the data pack):
 #     marsam evaluate --checkpoint runs/teacher/best.safetensors --data $D --split val --no-speed --worst 0 \
-#       --json runs/eval/teacher.json
+#       --json runs/eval/teacher.json     (kept as eval/teacher-gpu-webp.json)
 # CPU part (2-core development machine), from the repository root; G = the files the GPU sent back,
 # R = the card folder (student/, teacher/: the runs' config.yaml, history.csv, summary.json):
 set -eu
@@ -44,4 +44,7 @@ $M evaluate --checkpoint $R/student-calibrated.safetensors --data $DATA --split 
 .venv/bin/python benchmarks/bench_distill.py --teacher $G/teacher-fp16.safetensors \
    --student $R/student-calibrated.safetensors --size 256 --threads 1 2 --rounds 5 --decoder-epochs 0 \
    --out $R/bench_distill.json
+# 5. the teacher on the same original JPEGs (float16 weights sent back by the GPU, run in float32)
+$M evaluate --checkpoint $G/teacher-fp16.safetensors --data $DATA --split val --size 256 --threads 2 \
+   --no-speed --worst 0 --json $R/eval/teacher.json
 echo CARD-INPUTS-DONE
