@@ -81,14 +81,14 @@ def _seed_lines(seeds: dict | None) -> list[str]:
     if not seeds:
         return out
     out += ["", "## Distilled vs labels alone, two seeds", "",
-              "The same student, data, schedule and time budget, with and without the teacher "
-              "(uncalibrated checkpoints; calibration does not change the predicted class):", "",
-              "| seed | distilled val mIoU | labels-only val mIoU | difference | distilled big rock | labels-only big rock |",
-              "|---|---|---|---|---|---|"]
+           "The same student, data, schedule and time budget, with and without the teacher "
+           "(uncalibrated checkpoints; calibration does not change the predicted class):", "",
+           "| seed | distilled val mIoU | labels-only val mIoU | difference | distilled big rock | labels-only big rock |",
+           "|---|---|---|---|---|---|"]
     for k, dd in zip(seeds["seeds"], seeds["diffs"]):
         r = seeds["rows"][k]
         out.append(f"| {k} | {_f(r['distilled']['miou'])} | {_f(r['labels']['miou'])} | {dd:+.4f} | "
-                     f"{_f(_rock(r['distilled']))} | {_f(_rock(r['labels']))} |")
+                   f"{_f(_rock(r['distilled']))} | {_f(_rock(r['labels']))} |")
     out.append(f"| mean | {_f(seeds['mean_distilled'])} | {_f(seeds['mean_labels'])} | {seeds['mean_diff']:+.4f} | | |")
     return out
 
@@ -99,11 +99,11 @@ def _speed_lines(bench: dict | None) -> list[str]:
     if not bench:
         return out
     out += ["", "## Speed, side by side (`benchmarks/bench_distill.py`)", "",
-              "| threads | px | teacher img/s | student img/s | speed-up (median of rounds) | range |", "|---|---|---|---|---|---|"]
+           "| threads | px | teacher img/s | student img/s | speed-up (median of rounds) | range |", "|---|---|---|---|---|---|"]
     for r in bench.get("inference", []):
         out.append(f"| {r['threads']} | {r['size']} | {_f(r['teacher_images_per_second'], 2)} | "
-                     f"{_f(r['student_images_per_second'], 2)} | x{_f(r['speedup_median_of_rounds'], 2)} | "
-                     f"x{_f(r['speedup_min'], 2)} to x{_f(r['speedup_max'], 2)} |")
+                   f"{_f(r['student_images_per_second'], 2)} | x{_f(r['speedup_median_of_rounds'], 2)} | "
+                   f"x{_f(r['speedup_min'], 2)} to x{_f(r['speedup_max'], 2)} |")
     out.append("")
     out.append(f"Bench machine: {bench.get('machine', {})}.")
     return out

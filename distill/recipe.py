@@ -13,7 +13,7 @@ YAML of overrides that ``marsam train --config`` reads on top of a profile.
 
 Distillation choices (the teacher's opinion on unlabelled pixels, two seeds against labels alone)
 need the final teacher and are measured at full size by the shipped-model pipeline
-(``scripts/gpu/train_shipped.sh``), not here.
+(``scripts/gpu/train_shipped_v3.sh``), not here.
 
 ``marsam experiment recipe --config gpu --data ../shared/data/ai4mars-msl --out runs/recipe``
 """

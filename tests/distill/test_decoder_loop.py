@@ -92,6 +92,9 @@ def test_cpu_bf16_autocast_only_where_the_cpu_has_bf16_and_trains_like_float32(t
     assert b16[-1] < b16[0] and b16[-1] == pytest.approx(f32[-1], rel=0.1)   # the same fit, within bf16 noise
     for t in load_checkpoint(runs[True].best).model.state_dict().values():
         assert t.dtype != torch.bfloat16                 # master weights stay float32
+    from distill.config import load_config
+    with pytest.raises(MarsamError, match="decoder_cpu_bf16 must be bool"):
+        load_config("cpu", {"decoder_cpu_bf16": "maybe"})
 
 
 def test_files_are_written_once_at_the_end_and_progress_is_reported(tmp_path):
