@@ -23,9 +23,9 @@ shared loop: those are long jobs, where its per-epoch state on disk is what one 
 
 Threads: torch's intra-op pool is process-wide. The loop uses ``config.threads`` when set, else
 the process's current setting: all cores for ``marsam train decoder`` (a foreground job), and
-:func:`~segmodels.device.default_threads` inside napari, whose workers set all cores but one
-(``napari_plugin.workers.gui_friendly_threads``: the GUI keeps a core; with both cores busy the Qt
-loop stalled). The previous setting is given back when the loop returns.
+:func:`~segmodels.device.default_threads` inside napari's workers (``napari_plugin.workers
+.worker_threads``: all cores too, unless ``MARSAM_GUI_THREADS`` says otherwise; the Qt thread
+still gets its turn within 10 ms). The previous setting is given back when the loop returns.
 
 Precision: on a CPU with native bf16 instructions (AVX512-BF16 or AMX), the forward runs in bf16
 autocast (``decoder_cpu_bf16``, default on; weights, optimiser and loss stay float32): 1.52 times

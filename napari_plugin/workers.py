@@ -19,10 +19,9 @@ import numpy as np
 from .notify import report
 
 
-def gui_friendly_threads():
-    """Torch on all cores but one while a worker computes (``segmodels.device``): the Qt thread
-    keeps a core, instead of waiting behind torch's intra-op threads (measured in
-    benchmarks/bench_napari_loop.py)."""
+def worker_threads():
+    """Torch's threads while a worker computes: ``segmodels.device.default_threads`` (all cores
+    unless ``MARSAM_GUI_THREADS`` says otherwise), the previous setting restored after."""
     from segmodels.device import default_threads, torch_threads
     return torch_threads(default_threads())
 
@@ -48,7 +47,7 @@ class EngineRunner:
 
     def set_image(self, token, image: np.ndarray) -> object:
         """The slow step for SAM (embedding, read from annotate's cache when it is there)."""
-        with self._lock, gui_friendly_threads():
+        with self._lock, worker_threads():
             self._ensure_image(token, image)
         return token
 
@@ -58,7 +57,7 @@ class EngineRunner:
     def segment_with_notes(self, token, image: np.ndarray, prompts: list) -> tuple[list, list]:
         """Masks (windows, not full-image masks), and per prompt why the engine fell back to a
         shape prior (GrabCut's ``last_fallbacks``: None where the engine's own mask was used)."""
-        with self._lock, gui_friendly_threads():
+        with self._lock, worker_threads():
             self._ensure_image(token, image)
             from annotate.engines import segment_windows
             t0 = time.perf_counter()
@@ -73,7 +72,7 @@ class EngineRunner:
         """``fn(*args)`` while holding the engine's lock, so the SAM model is never run by two
         threads at once: a background prefetch running the encoder beside a foreground embedding
         hung the whole napari process in testing."""
-        with self._lock, gui_friendly_threads():
+        with self._lock, worker_threads():
             return fn(*args)
 
 
@@ -90,6 +89,36 @@ def _catching(fn: Callable, *args):
         return fn(*args)
     except Exception as e:  # noqa: BLE001 - handed to the Qt thread and shown there
         return _Failed(e)
+
+
+def in_turns(steps, then: Callable | None = None, doing: str = "") -> None:
+    """Run ``steps`` (callables) on the Qt thread, one per turn of the event loop, then ``then()``.
+
+    Why: napari builds a new layer's vispy visuals and controls on the Qt thread, 45-60 ms per
+    layer on the 2-core laptop; a prediction adding its Labels and entropy layers in one turn
+    froze the GUI for 126 ms (benchmarks/bench_napari_loop.py). One layer a turn lets Qt paint and
+    handle input in between. The first step runs now; an error ends the chain as a notification
+    and ``then`` still runs.
+    """
+    from qtpy.QtCore import QTimer
+    queue = list(steps)
+
+    def turn():
+        while queue:
+            step = queue.pop(0)
+            try:
+                step()
+            except Exception as e:  # noqa: BLE001 - shown, the chain ends, then() still runs
+                report(e, doing)
+                queue.clear()
+                break
+            if queue:
+                QTimer.singleShot(1, turn)      # not 0: Qt runs a chain of 0 ms timers ahead of
+                return                          # every other timer (measured: none fired between)
+        if then is not None:
+            then()
+
+    turn()
 
 
 def start(fn: Callable, *args, on_done: Callable | None = None, doing: str = "",

@@ -68,10 +68,14 @@ def machine_info(device: torch.device | str | None = None) -> dict:
 
 
 def default_threads() -> int:
-    """Torch threads for long work beside a GUI or other jobs: all cores but one, at least one.
-    On a 2-core laptop that is 1: torch's intra-op threads otherwise take both cores (and spin
-    while they wait), and napari's Qt thread waits for a core. ``MARSAM_GUI_THREADS=N`` overrides
-    it (e.g. 2 on an otherwise idle 2-core machine, where the decoder then trains 1.6x faster)."""
+    """Torch threads for model work in napari's workers: every core this process may use.
+
+    The Qt thread mostly sleeps and the kernel wakes it ahead of torch's busy threads: on the
+    2-core development machine the longest Qt stall while the decoder trained on both cores was
+    9 ms, 6 ms with another process spinning on one core (``benchmarks/bench_napari_loop.py``),
+    and the decoder trains 1.5x faster than on one core. (Until issue 16's stalls were found at
+    their causes, the workers left a core to the GUI.) ``MARSAM_GUI_THREADS=N`` sets another
+    number, e.g. 1 to leave a core to other programs."""
     env = os.environ.get("MARSAM_GUI_THREADS", "").strip()
     if env:
         try:
@@ -82,7 +86,7 @@ def default_threads() -> int:
             raise MarsamError(f"MARSAM_GUI_THREADS must be at least 1, not {n}")
         return n
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(torch.get_num_threads(), cores - 1))
+    return max(1, min(torch.get_num_threads(), cores))
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ next to the labels they came from.
 
 The settings start from distill's defaults (the decoder's width and loss resolution are the
 ones the CLI and the demo use). The training sets torch's threads for its own duration only
-(``distill.decoder_loop``: all cores but one, so the Qt thread keeps a core) and gives the
+(``segmodels.device.default_threads``: all cores unless ``MARSAM_GUI_THREADS`` says otherwise) and gives the
 previous setting back, so later model calls in napari are not slowed.
 """
 from __future__ import annotations

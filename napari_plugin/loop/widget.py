@@ -87,6 +87,7 @@ class LoopWidget(Container):
         self.accept_btn.changed.connect(guarded("accepting the boxes")(lambda: self.accept()))
         self.next_btn.changed.connect(guarded("ranking the images")(lambda: self.next_most_uncertain()))
         self.state.spec_changed.connect(lambda spec: self.reclass.reset_choices())
+        PL.prepare_layer_imports()
 
     def _class_choices(self, *_):
         state = getattr(self, "state", None)
@@ -215,24 +216,40 @@ class LoopWidget(Container):
                 return models.run_prediction(ckpt, image.data, engine, label_spec=spec)
 
         def done(result):
-            self.show_suggestions(result, key)
+            return self.suggestion_steps(result, key)
 
         return self.panel.run(work, desc="suggesting boxes", on_done=done)
 
-    def show_suggestions(self, result: models.PredictionResult, key=None) -> None:
-        """The prediction and its suggested boxes as layers over the annotator's image."""
+    def suggestion_steps(self, result: models.PredictionResult, key=None) -> list:
+        """The prediction, its entropy (both hidden) and its suggested boxes over the annotator's
+        image, as steps of one layer each (the panel runs one per Qt turn); nothing when the
+        expert moved on to another image meanwhile."""
         image = self._current()
         if key is not None and image.key != key:
-            return                                  # the expert moved on meanwhile
+            return []
         ann = find_annotator(self.viewer)
         ref = getattr(ann, "image_layer", None) if ann is not None else None
+        shown: dict = {}
+
+        def hidden(step, name):
+            def run():
+                if image.key != getattr(self.state.image, "key", None):
+                    return                          # another image opened between two turns
+                step()
+                shown[name].visible = False
+            return run
+
+        pred_steps = PL.prediction_steps(self.viewer, result, ref, entropy=True, prefix=PREFIX, shown=shown)
+        steps = [hidden(st, name) for st, name in zip(pred_steps, ("prediction", "entropy"))]
+        return steps + [lambda: self._show_boxes(result, image, ref)]
+
+    def _show_boxes(self, result: models.PredictionResult, image, ref) -> None:
+        if image.key != getattr(self.state.image, "key", None):
+            return
         area = int(self.min_area.value) or None
         prompts = suggest.suggested_boxes(result.labels, self.state.label_spec, area)
         spec = self.state.label_spec
         with PL.keep_active(self.viewer):
-            PL.show_prediction(self.viewer, result, ref, entropy=True, prefix=PREFIX)
-            self.viewer.layers[PREFIX + PL.PREDICTION_NAME].visible = False
-            self.viewer.layers[PREFIX + PL.ENTROPY_NAME].visible = False
             if SUGGESTIONS_NAME in self.viewer.layers:
                 self.viewer.layers.remove(SUGGESTIONS_NAME)
             kw = {}
@@ -328,9 +345,11 @@ class LoopWidget(Container):
                 raise MarsamError(f"{top.name} is in the session but not in the annotator's image list; "
                                   "open the session folder in the annotator")
             ann.go_to(index)
-            self.show_suggestions(ranking.top)
-            self.status.value = (f"most uncertain first (mean entropy, nats):\n{ranking.describe()}\n"
-                                 + self.status.value)
+
+            def describe():
+                self.status.value = (f"most uncertain first (mean entropy, nats):\n{ranking.describe()}\n"
+                                     + self.status.value)
+            return self.suggestion_steps(ranking.top) + [describe]
 
         return self.panel.run(work, desc="ranking by uncertainty", on_done=done)
 

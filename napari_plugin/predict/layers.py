@@ -157,30 +157,63 @@ def confidence_limits(num_classes: int) -> tuple[float, float]:
     return 1.0 / max(num_classes, 2), 1.0
 
 
-def show_prediction(viewer, result: PredictionResult, ref_layer=None, entropy: bool = True,
-                    confidence: bool = False, prefix: str = "") -> dict:
-    """The prediction Labels layer plus the chosen uncertainty Image layers; returns them by name.
+def prediction_steps(viewer, result: PredictionResult, ref_layer=None, entropy: bool = True,
+                     confidence: bool = False, prefix: str = "", shown: dict | None = None) -> list:
+    """The prediction Labels layer plus the chosen uncertainty Image layers, as steps that each add
+    or update ONE layer (for :func:`napari_plugin.workers.in_turns`); ``shown`` collects the
+    layers by key ("prediction", "entropy", "confidence").
 
     The uncertainty maps go *below* the prediction and start hidden: drawn over it (additive,
     opaque where uncertain) they would hide the very labels the user asked for. Tick them on in
     the layer list to see where the model is unsure."""
+    shown = {} if shown is None else shown
     meta = {"marsam_model": result.model_name, "mean_entropy": result.mean_entropy, "marsam_map": True}
     k = result.num_classes
-    with keep_active(viewer):
-        out = {"prediction": show_labels(viewer, result.labels, prefix + PREDICTION_NAME, result.label_spec,
-                                         ref_layer, metadata=meta)}
-        if entropy:
-            out["entropy"] = show_map(viewer, result.entropy, prefix + ENTROPY_NAME, UNCERTAINTY,
-                                      entropy_limits(k), ref_layer, metadata=meta, visible=False)
-        if confidence:
-            out["confidence"] = show_map(viewer, result.confidence, prefix + CONFIDENCE_NAME, "viridis",
-                                         confidence_limits(k), ref_layer, metadata=meta, visible=False)
-        pred = out["prediction"]
-        for key in ("entropy", "confidence"):
-            if key in out:
-                layer = out[key]
-                layer.visible = False
-                src, dst = viewer.layers.index(layer), viewer.layers.index(pred)
-                if src > dst:
-                    viewer.layers.move(src, dst)      # just below the prediction
-    return out
+
+    def labels_step():
+        with keep_active(viewer):
+            shown["prediction"] = show_labels(viewer, result.labels, prefix + PREDICTION_NAME,
+                                              result.label_spec, ref_layer, metadata=meta)
+
+    def map_step(key, data, name, colormap, limits):
+        def step():
+            with keep_active(viewer):
+                layer = shown[key] = show_map(viewer, data, prefix + name, colormap, limits, ref_layer,
+                                              metadata=meta, visible=False)
+                pred = shown.get("prediction")
+                if pred is not None and pred in viewer.layers:
+                    src, dst = viewer.layers.index(layer), viewer.layers.index(pred)
+                    if src > dst:
+                        viewer.layers.move(src, dst)      # just below the prediction
+        return step
+
+    steps = [labels_step]
+    if entropy:
+        steps.append(map_step("entropy", result.entropy, ENTROPY_NAME, UNCERTAINTY, entropy_limits(k)))
+    if confidence:
+        steps.append(map_step("confidence", result.confidence, CONFIDENCE_NAME, "viridis", confidence_limits(k)))
+    return steps
+
+
+def show_prediction(viewer, result: PredictionResult, ref_layer=None, entropy: bool = True,
+                    confidence: bool = False, prefix: str = "") -> dict:
+    """:func:`prediction_steps` all at once (scripts, benchmarks); returns the layers by key. The
+    widgets run the steps one per Qt turn instead."""
+    shown: dict = {}
+    for step in prediction_steps(viewer, result, ref_layer, entropy, confidence, prefix, shown):
+        step()
+    return shown
+
+
+def prepare_layer_imports() -> None:
+    """Import now what napari imports lazily when it builds the first Labels layer of a session:
+    pandas (its features table, 200 ms), scikit-image's colour module (its label colours, 60 ms)
+    and vispy's dash patterns (cached after the first line visual, 60 ms). Called when a marsam
+    widget is built, so that the first prediction does not freeze the GUI for them."""
+    import pandas  # noqa: F401
+    from skimage.color import lab2rgb  # noqa: F401  (lazy_loader: the name imports the module)
+    try:
+        from vispy.visuals.line.dash_atlas import DashAtlas
+        DashAtlas()                           # fills vispy's lru_cache of dash patterns
+    except ImportError:                       # another vispy layout: only a slower first layer
+        pass

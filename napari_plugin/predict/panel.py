@@ -4,6 +4,10 @@ The call itself runs in a napari worker (``napari_plugin.workers.start``, which 
 errors into notifications and drives napari's activity indicator); a 100 ms QTimer copies the
 :class:`~.jobs.Job` counters into the bar on the Qt thread, so the worker never touches a
 widget. A cancelled call returns quietly ("cancelled" in the status line, no error).
+
+``on_done`` may return a list of steps (callables that each add or update one layer): they run
+one per Qt event-loop turn (:func:`~napari_plugin.workers.in_turns`) and the panel stays
+:attr:`~JobPanel.busy` until the last has run.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ _CANCELLED = object()
 
 def _run_job(fn: Callable, job: Job, args: tuple):
     try:
-        with workers.gui_friendly_threads():
+        with workers.worker_threads():
             return fn(*args, job=job)
     except JobCancelled:
         return _CANCELLED
@@ -37,12 +41,13 @@ class JobPanel(Container):
         self.extend([self.bar, self.cancel_btn, self.message])
         self.cancel_btn.changed.connect(self.cancel)
         self.job: Job | None = None
+        self.showing = False              # on_done's layer steps still running, one per Qt turn
         self.worker = None
         self._timer = None
 
     @property
     def busy(self) -> bool:
-        return self.job is not None
+        return self.job is not None or self.showing
 
     def run(self, fn: Callable, *args, desc: str, on_done: Callable | None = None,
             on_finally: Callable | None = None) -> Job:
@@ -78,16 +83,26 @@ class JobPanel(Container):
                 outcome["text"] = "cancelled"
                 info(f"marsam: {desc} cancelled")
                 return
-            if on_done is not None:
-                on_done(result)
+            steps = on_done(result) if on_done is not None else None
             outcome["text"] = "done"
+            if steps:
+                outcome["steps"] = list(steps)
+                self.showing = True
 
-        def always():
-            release()
+        def finish():
+            self.showing = False
             if self.job is None:
                 self.message.value = f"{desc}: {outcome['text']}"
             if on_finally is not None:
                 on_finally()
+
+        def always():
+            release()
+            steps = outcome.pop("steps", None)
+            if steps:
+                workers.in_turns(steps, then=finish, doing=desc)
+            else:
+                finish()
 
         self.worker = workers.start(_run_job, fn, job, args, on_done=done, doing=desc, progress=desc,
                                     on_finally=always)

@@ -120,6 +120,7 @@ class PredictWidget(Container):
         viewer.layers.events.inserted.connect(self._refresh)
         viewer.layers.events.removed.connect(self._refresh)
         self.state.image_changed.connect(self._follow_image)
+        PL.prepare_layer_imports()
 
     # --- layer choice ------------------------------------------------------------------------
     def _image_layers(self, *_):
@@ -152,15 +153,17 @@ class PredictWidget(Container):
             with job.watch(ckpt.module):
                 return models.run_prediction(ckpt, image, engine, tile, label_spec)
 
-        def done(result):
+        def shown(result):
             self.result = result
-            PL.show_prediction(self.viewer, result, layer, entropy=self.show_entropy.value,
-                               confidence=self.show_confidence.value)
             self.legend.value = PL.legend_html(result.label_spec)
             self.status.value = (f"{result.model_name} on {layer.name}: {result.labels.shape[1]}x"
                                  f"{result.labels.shape[0]} px in {result.seconds:.2f} s, mean entropy "
                                  f"{result.mean_entropy:.3f} nats")
             info(f"marsam: predicted {layer.name}")
+
+        def done(result):         # one layer per Qt turn (the panel runs the steps)
+            return PL.prediction_steps(self.viewer, result, layer, entropy=self.show_entropy.value,
+                                       confidence=self.show_confidence.value) + [lambda: shown(result)]
 
         self.status.value = f"predicting {layer.name} ..."
         return self.panel.run(work, desc="predicting", on_done=done)

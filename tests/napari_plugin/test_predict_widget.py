@@ -139,3 +139,50 @@ def test_uncertainty_layers_lie_below_the_prediction_hidden_and_a_legend_names_t
     for name in w.result.label_spec.classes:
         assert name in w.legend.value
     assert job is not None
+
+
+def test_layer_steps_run_one_per_qt_turn_and_a_failing_step_ends_the_chain(qtbot, notes):
+    """in_turns: Qt handles its timers (and the user's input) between two layer builds; a step
+    that fails becomes a notification, the rest is skipped and the closing call still runs."""
+    import time
+
+    from qtpy.QtCore import QTimer
+
+    from napari_plugin.workers import in_turns
+
+    ticks, seen, closed = [], [], []
+    timer = QTimer()
+    timer.setInterval(5)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    qtbot.wait(30)
+
+    def busy(name):
+        def step():
+            seen.append((name, len(ticks)))
+            time.sleep(0.03)                                 # a layer build's worth of Qt-thread work
+        return step
+
+    in_turns([busy("a"), busy("b"), busy("c")], then=lambda: closed.append(True))
+    assert [n for n, _ in seen] == ["a"]                     # the first step runs at once, the rest later
+    qtbot.waitUntil(lambda: bool(closed), timeout=5000)
+    counts = [c for _, c in seen]
+    assert counts[0] < counts[1] < counts[2]                 # the 5 ms timer fired between every two steps
+
+    def broken():
+        raise ValueError("bad layer")
+    seen.clear()
+    in_turns([busy("a"), broken, busy("c")], then=lambda: closed.append("again"), doing="showing layers")
+    qtbot.waitUntil(lambda: "again" in closed, timeout=5000)
+    timer.stop()
+    assert [n for n, _ in seen] == ["a"]
+    assert any("bad layer" in m for lvl, m in notes if lvl == "show_error")
+
+
+def test_predict_widget_stays_busy_until_its_layers_are_shown(predict_widget, qtbot, student_ckpt):
+    viewer, w = predict_widget
+    layer = viewer.add_image(np.zeros((64, 64), np.uint8), name="flat")
+    w.chooser.use_checkpoint(student_ckpt)
+    w.predict(layer)
+    _wait(qtbot, w)
+    assert "prediction" in viewer.layers and "entropy" in viewer.layers and w.result is not None
