@@ -37,7 +37,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from segmodels.atomic import atomic_path, atomic_write_bytes, atomic_write_json
 from segmodels.checkpoints import save_checkpoint
-from segmodels.device import autocast
+from segmodels.device import autocast, cpu_bf16_supported
 from segmodels.errors import MarsamError
 
 from .batches import DeviceBatches, augment_policy
@@ -239,6 +239,14 @@ class StopPolicy:
         return bool(self.patience) and self.bad_epochs >= self.patience
 
 
+def _train_autocast(device: torch.device, config: TrainConfig):
+    """GPU: mixed precision when ``amp``; CPU: bf16 autocast when ``train_cpu_bf16`` and the CPU
+    has native bf16 instructions (float32 otherwise)."""
+    if device.type == "cpu":
+        return autocast(device, bool(config.train_cpu_bf16), cpu_bf16=True)
+    return autocast(device, config.amp)
+
+
 def train_one_epoch(task: Task, model: nn.Module, batches, optimizer, scheduler, scaler,
                     config: TrainConfig, device: torch.device, channels_last: bool, ema=None,
                     policy: StopPolicy | None = None, desc: str = "") -> tuple[dict, int, str | None]:
@@ -251,7 +259,7 @@ def train_one_epoch(task: Task, model: nn.Module, batches, optimizer, scheduler,
         batches = tqdm(batches, desc=desc, unit="batch", leave=False)
     for batch in batches:
         batch = _to_device(batch, device, channels_last)
-        with autocast(device, config.amp):
+        with _train_autocast(device, config):
             loss, parts = task.loss(model, batch)
         if not torch.isfinite(loss):
             raise MarsamError(f"the {task.kind} loss became {float(loss)}; lower the learning rate (lr) "
@@ -485,6 +493,7 @@ def _summary(task, config: TrainConfig, history: list[dict], keeper: CheckpointK
             "train_images": len(train_ds), "val_images": len(val_ds) if val_ds is not None else 0,
             "world_size": world, "device": str(device), "rank_weight_digests": digests,
             "epochs_planned": planned_epochs, "ema": config.ema,
+            "cpu_bf16": bool(device.type == "cpu" and config.train_cpu_bf16 and cpu_bf16_supported()),
             "seconds": round(sum(r.get("seconds", 0) for r in history), 1),
             "images_per_second": (round(float(np.median([r["images_per_second"] for r in history])), 1)
                                   if history else None), **task.info}

@@ -165,3 +165,34 @@ def test_same_seed_same_initial_student(teacher_run, tmp_path):
     b = train_student(tiny_config(cfg.data, distill=False), tmp_path / "b", should_stop=lambda: True)
     assert a.stopped == b.stopped == "cancelled"
     assert weight_digest(load_checkpoint(a.last).model) == weight_digest(load_checkpoint(b.last).model)
+
+
+def test_teacher_trains_in_bf16_on_a_cpu_that_has_it_and_validates_in_float32(folder_data, tmp_path):
+    """train_cpu_bf16: the training forward in bf16 autocast where the CPU has native bf16
+    (float32 elsewhere), weights and validation in float32; off by default."""
+    import torch
+    from segmodels.device import cpu_bf16_supported
+
+    assert tiny_config(folder_data).train_cpu_bf16 is False
+    seen = []
+    real_forward = torch.nn.Conv2d.forward
+
+    def spy(self, x):
+        out = real_forward(self, x)
+        seen.append((torch.is_grad_enabled(), out.dtype))
+        return out
+    torch.nn.Conv2d.forward = spy
+    try:
+        result = train_teacher(tiny_config(folder_data, epochs=2, train_cpu_bf16=True), tmp_path / "bf16")
+    finally:
+        torch.nn.Conv2d.forward = real_forward
+    expect = torch.bfloat16 if cpu_bf16_supported() else torch.float32
+    assert {d for g, d in seen if g} == {expect}                     # training steps
+    assert {d for g, d in seen if not g} == {torch.float32}          # validation
+    assert result.summary["cpu_bf16"] is cpu_bf16_supported()
+    assert all(r["train_loss"] > 0 for r in result.history) and result.history[-1]["val_miou"] >= 0
+    for t in load_checkpoint(result.best).model.state_dict().values():
+        assert t.dtype != torch.bfloat16
+    from distill.config import load_config
+    with pytest.raises(MarsamError, match="train_cpu_bf16 must be bool"):
+        load_config("cpu", {"train_cpu_bf16": "sometimes"})
