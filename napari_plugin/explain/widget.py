@@ -128,12 +128,19 @@ class ExplainWidget(Container):
             job.message = m.title
             return M.explain(key, ckpt, image, cls, opts, job)
 
-        def done(maps):
-            added = []
-            with PL.keep_active(self.viewer):
-                for ml in maps:
+        added = []
+
+        def map_step(ml):
+            def step():
+                with PL.keep_active(self.viewer):
                     added.append(PL.show_map(self.viewer, ml.data, ml.name, colormap_for(ml.display), ml.limits,
                                              layer, metadata=ml.metadata))
+            return step
+
+        def done(maps):           # one map layer per Qt turn (the panel runs the steps)
+            return [map_step(ml) for ml in maps] + [lambda: shown(maps)]
+
+        def shown(maps):
             self.layers_added = added
             extra = ""
             first = maps[0].metadata
