@@ -4,7 +4,7 @@ What differs between them (the model, how a batch becomes a loss) is a small
 :class:`distill.tasks.Task`; everything else lives here once. :func:`fit` reads as the loop it
 is: build the batches and the optimiser, then per epoch :func:`train_one_epoch`, :func:`validate`,
 hand the scores to a :class:`CheckpointKeeper` (best by val mIoU, last, resumable state) and ask
-a :class:`StopPolicy` (cancel, time budget, early stopping) whether to go on. Around it: seeding,
+a :class:`~.stopping.StopPolicy` (cancel, time budget, early stopping) whether to go on. Around it: seeding,
 AdamW with linear warmup and cosine decay per step, mixed precision and channels-last on GPU,
 batches kept and augmented on the training device (:mod:`distill.batches`), an optional
 exponential moving average of the weights (validated and saved instead of the raw weights),
@@ -41,8 +41,9 @@ from segmodels.device import autocast, cpu_bf16_supported
 from segmodels.errors import MarsamError
 
 from .batches import DeviceBatches, augment_policy
-from .distributed import any_rank, init_distributed, is_dist, seed_everything, sync_buffers, weight_digest  # noqa: F401 (re-exported)
+from .distributed import init_distributed, is_dist, seed_everything, sync_buffers, weight_digest  # noqa: F401 (re-exported)
 from .resume import load_state, save_state
+from .stopping import StopFn, StopPolicy, epochs_within_budget
 from .config import TrainConfig, save_config
 from .metrics import SegmentationMetrics
 from .tasks import Task
@@ -50,7 +51,6 @@ from .tasks import Task
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int, dict], None]
-StopFn = Callable[[], bool]
 
 
 @dataclass
@@ -199,46 +199,6 @@ def make_ema(model: nn.Module, decay: float):
     return AveragedModel(model, multi_avg_fn=ema_update, use_buffers=True)
 
 
-def epochs_within_budget(epochs: int, done: int, per_epoch_s: float, elapsed_s: float,
-                         budget_s: float, margin: float = 0.97) -> int:
-    """How many epochs (at most ``epochs``, at least ``done``) fit ``budget_s`` when ``done`` have
-    taken ``elapsed_s`` and one more takes ``per_epoch_s``."""
-    more = int(max(0.0, budget_s * margin - elapsed_s) // max(per_epoch_s, 1e-9))
-    return max(done, min(epochs, done + more))
-
-
-@dataclass
-class StopPolicy:
-    """When to stop: a user cancel, a wall-clock budget or ``patience`` epochs without gain.
-
-    Under DDP every rank must take the same decision (or the others wait forever in all_reduce),
-    so the per-batch checks are reduced over ranks.
-    """
-    device: torch.device
-    should_stop: StopFn | None = None
-    budget_s: float | None = None
-    patience: int = 0
-    t_start: float = field(default_factory=time.time)
-    bad_epochs: int = 0
-
-    def check_batch(self) -> str | None:
-        if self.should_stop is None and self.budget_s is None:
-            return None
-        if any_rank(bool(self.should_stop and self.should_stop()), self.device):
-            return "cancelled"
-        if any_rank(self.budget_s is not None and time.time() - self.t_start > self.budget_s, self.device):
-            return "time_budget"
-        return None
-
-    def cancelled(self) -> bool:
-        return bool(self.should_stop and self.should_stop())
-
-    def after_epoch(self, improved: bool) -> bool:
-        """True when early stopping says stop."""
-        self.bad_epochs = 0 if improved else self.bad_epochs + 1
-        return bool(self.patience) and self.bad_epochs >= self.patience
-
-
 def _train_autocast(device: torch.device, config: TrainConfig):
     """GPU: mixed precision when ``amp``; CPU: bf16 autocast when ``train_cpu_bf16`` and the CPU
     has native bf16 instructions (float32 otherwise)."""
@@ -366,11 +326,7 @@ def _fit(task, train_ds, val_ds, config, out_dir, progress, should_stop, show_pr
     steps_per_epoch = max(1, len(batches))
     lr_at = WarmupCosine(steps_per_epoch * config.epochs, int(round(config.warmup_epochs * steps_per_epoch)))
     planned_epochs = config.epochs
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
-                                  weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    use_scaler = device.type == "cuda" and config.amp and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    optimizer, scheduler, scaler = _optimiser(model, config, lr_at, device)
     ema = make_ema(model, config.ema)
     keeper = CheckpointKeeper(task, out_dir, {"kind": task.kind, "config": config.to_dict(), **task.info}, main)
     policy = StopPolicy(device, should_stop, config.max_minutes * 60 if config.max_minutes else None,
@@ -380,10 +336,8 @@ def _fit(task, train_ds, val_ds, config, out_dir, progress, should_stop, show_pr
     start_epoch = 0
     if config.resume and keeper.resume_path.is_file():
         start_epoch, history = _resume(keeper, policy, model, optimizer, scheduler, ema, lr_at, steps_per_epoch, main)
-    ddp_model = model
-    if world > 1:
-        ddp_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+    ddp_model = model if world == 1 else nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
     eval_model = ema.module if ema is not None else model
     val_on_device = val_ds is not None and _device_data_ok(val_ds, config)
 
@@ -391,10 +345,9 @@ def _fit(task, train_ds, val_ds, config, out_dir, progress, should_stop, show_pr
     for epoch in range(start_epoch, config.epochs):
         if policy.cancelled() or epoch >= planned_epochs:
             break
-        sampler.set_epoch(epoch)
-        batches.set_epoch(epoch) if hasattr(batches, "set_epoch") else None
-        if hasattr(train_ds, "set_epoch"):
-            train_ds.set_epoch(epoch)
+        for source in (sampler, batches, train_ds):      # shuffling and augmentation draws per epoch
+            if hasattr(source, "set_epoch"):
+                source.set_epoch(epoch)
         t0 = time.time()
         desc = f"{task.kind} epoch {epoch + 1}/{config.epochs}" if show_progress and main else ""
         sums, n, interrupted = train_one_epoch(task, ddp_model, batches, optimizer, scheduler, scaler,
@@ -402,8 +355,6 @@ def _fit(task, train_ds, val_ds, config, out_dir, progress, should_stop, show_pr
         sync_buffers(model)
         if ema is not None:
             sync_buffers(ema.module)
-        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
-        row.update({k: v / max(n, 1) for k, v in sums.items()})
         if interrupted == "cancelled":
             stopped = "cancelled"
             keeper.save(keeper.last_path, eval_model, epoch=epoch + 1, partial_epoch=True)
@@ -412,11 +363,7 @@ def _fit(task, train_ds, val_ds, config, out_dir, progress, should_stop, show_pr
         if val_ds is not None and len(val_ds):
             val = validate(task, eval_model, val_ds, device, config.batch_size, rank, world, cl, config.amp,
                            val_on_device)
-            row["val_miou"] = val["miou"]
-            row["val_pixel_accuracy"] = val["pixel_accuracy"]
-            row.update({f"val_iou_{k}": v for k, v in val["iou_per_class"].items()})
-        row["seconds"] = round(time.time() - t0, 2)
-        row["images_per_second"] = round(min(len(train_ds), n * config.batch_size) / max(row["seconds"], 1e-9), 1)
+        row = _epoch_row(epoch, optimizer, sums, n, val, time.time() - t0, len(train_ds), config.batch_size)
         if interrupted == "time_budget":
             row["partial_epoch_batches"] = n
         history.append(row)
@@ -424,15 +371,8 @@ def _fit(task, train_ds, val_ds, config, out_dir, progress, should_stop, show_pr
                 and epoch == min(start_epoch + 1, config.epochs - 1)):
             # the second epoch (the first pays for warm-up: device copies, autotuning) says how many
             # fit the budget: shorten the plan, and the cosine schedule with it, to that
-            fit_n = epochs_within_budget(config.epochs, epoch + 1, time.time() - t0,
-                                         time.time() - policy.t_start, policy.budget_s)
-            if fit_n < planned_epochs:
-                planned_epochs = fit_n
-                lr_at.total_steps = steps_per_epoch * planned_epochs
-                per_epoch = time.time() - t0
-                if main:
-                    log.warning("%d of %d epochs fit the %s min budget at %.1f s per epoch; training %d",
-                                planned_epochs, config.epochs, config.max_minutes, per_epoch, planned_epochs)
+            planned_epochs = _plan_to_budget(config, epoch, time.time() - t0, policy, planned_epochs,
+                                             lr_at, steps_per_epoch, main)
         improved = keeper.update_best(epoch + 1, val)
         early = policy.after_epoch(improved)
         keeper.write(epoch + 1, eval_model, val, improved, history, optimizer, len(train_ds), model,
@@ -441,16 +381,10 @@ def _fit(task, train_ds, val_ds, config, out_dir, progress, should_stop, show_pr
             dist.barrier()
         if progress:
             progress(epoch + 1, config.epochs, dict(row))
-        if interrupted == "time_budget":
-            stopped = "time_budget"
-            if main:
-                log.warning("time budget of %s min used up after %d batches of epoch %d; stopping",
-                            config.max_minutes, n, epoch + 1)
-            break
-        if early and epoch + 1 < planned_epochs:
-            stopped = "early_stopping"
-            if main:
-                log.info("early stopping at epoch %d (best %d)", epoch + 1, keeper.best_epoch)
+        why = _stop_after_epoch(interrupted, early and epoch + 1 < planned_epochs, epoch, n, config,
+                                keeper.best_epoch, main)
+        if why:
+            stopped = why
             break
     if stopped == "completed" and (not history or history[-1]["epoch"] < planned_epochs):
         stopped = "cancelled"
@@ -463,6 +397,59 @@ def _fit(task, train_ds, val_ds, config, out_dir, progress, should_stop, show_pr
         dist.barrier()
     return TrainResult(out_dir, keeper.best_path, keeper.last_path, history, best_row, len(history),
                        stopped, summary)
+
+
+def _optimiser(model: nn.Module, config: TrainConfig, lr_at: WarmupCosine, device: torch.device):
+    """AdamW over the trainable parameters, its per-step schedule, and the fp16 loss scaler (GPUs
+    without bf16 only)."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    use_scaler = device.type == "cuda" and config.amp and not torch.cuda.is_bf16_supported()
+    return optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=use_scaler)
+
+
+def _stop_after_epoch(interrupted: str | None, early: bool, epoch: int, n: int, config: TrainConfig,
+                      best_epoch: int, main: bool) -> str | None:
+    """"time_budget" or "early_stopping" when the run ends after this epoch (logged), else None."""
+    if interrupted == "time_budget":
+        if main:
+            log.warning("time budget of %s min used up after %d batches of epoch %d; stopping",
+                        config.max_minutes, n, epoch + 1)
+        return "time_budget"
+    if early:
+        if main:
+            log.info("early stopping at epoch %d (best %d)", epoch + 1, best_epoch)
+        return "early_stopping"
+    return None
+
+
+def _epoch_row(epoch: int, optimizer, sums: dict, n: int, val: dict | None, seconds: float,
+               train_images: int, batch_size: int) -> dict:
+    """One line of history.csv: epoch, lr, mean training losses, val scores, time and speed."""
+    row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+    row.update({k: v / max(n, 1) for k, v in sums.items()})
+    if val is not None:
+        row["val_miou"] = val["miou"]
+        row["val_pixel_accuracy"] = val["pixel_accuracy"]
+        row.update({f"val_iou_{k}": v for k, v in val["iou_per_class"].items()})
+    row["seconds"] = round(seconds, 2)
+    row["images_per_second"] = round(min(train_images, n * batch_size) / max(row["seconds"], 1e-9), 1)
+    return row
+
+
+def _plan_to_budget(config: TrainConfig, epoch: int, epoch_s: float, policy: StopPolicy, planned: int,
+                    lr_at: WarmupCosine, steps_per_epoch: int, main: bool) -> int:
+    """The epochs that fit ``max_minutes`` at this epoch's speed; the cosine schedule shortened to them."""
+    fit_n = epochs_within_budget(config.epochs, epoch + 1, epoch_s, time.time() - policy.t_start,
+                                 policy.budget_s)
+    if fit_n >= planned:
+        return planned
+    lr_at.total_steps = steps_per_epoch * fit_n
+    if main:
+        log.warning("%d of %d epochs fit the %s min budget at %.1f s per epoch; training %d",
+                    fit_n, config.epochs, config.max_minutes, epoch_s, fit_n)
+    return fit_n
 
 
 def _resume(keeper: CheckpointKeeper, policy: StopPolicy, model, optimizer, scheduler, ema, lr_at,

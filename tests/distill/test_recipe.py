@@ -116,7 +116,7 @@ def test_recipe_training_end_to_end(folder_data, tmp_path):
 
 
 def test_epochs_within_budget():
-    from distill.train_loop import epochs_within_budget
+    from distill.stopping import epochs_within_budget
     # 2 epochs done in 20 s, 10 s each, 100 s budget (97 usable): 7 more fit
     assert epochs_within_budget(60, 2, 10.0, 20.0, 100.0) == 9
     assert epochs_within_budget(5, 2, 10.0, 20.0, 100.0) == 5      # never more than asked
