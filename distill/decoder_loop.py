@@ -51,17 +51,11 @@ from segmodels.errors import MarsamError
 from .config import TrainConfig, save_config
 from .losses import inverse_frequency_weights, segmentation_loss
 from .metrics import SegmentationMetrics
-from .train_loop import ProgressFn, StopFn, TrainResult, seed_everything, weight_digest, write_history
+from .stopping import StopPolicy
+from .train_loop import (ProgressFn, StopFn, TrainResult, WarmupCosine, make_optimiser, seed_everything,
+                         weight_digest, write_history)
 
 log = logging.getLogger(__name__)
-
-
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warmup to 1, then cosine decay to 0.01 (the schedule of distill's shared loop)."""
-    if warmup and step < warmup:
-        return (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
 def stack_samples(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,10 +105,8 @@ def _fit(model, x_all, y_all, val, config, out_dir, label_spec, normalization, i
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, out_dir / "config.yaml")
     ignore = label_spec.ignore_index
-    weight = None
-    if config.class_weights:
-        counts = torch.bincount(y_all[y_all != ignore].flatten(), minlength=label_spec.num_classes)
-        weight = inverse_frequency_weights(counts[:label_spec.num_classes].numpy()).to(device)
+    weight = _class_weights(y_all, label_spec).to(device) if config.class_weights else None
+    if weight is not None:
         info["class_weights"] = [round(float(w), 4) for w in weight]
     gamma = config.focal_gamma if config.loss == "focal" else 0.0
     model = model.to(device).train()
@@ -126,62 +118,32 @@ def _fit(model, x_all, y_all, val, config, out_dir, label_spec, normalization, i
         val = (val[0].to(device), val[1].to(device))
     n, bs = len(x_all), max(1, int(config.batch_size))
     steps_per_epoch = math.ceil(n / bs)
-    total_steps = steps_per_epoch * config.epochs
-    warmup = int(round(config.warmup_epochs * steps_per_epoch))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
-                                  weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, total_steps))
-    use_scaler = device.type == "cuda" and config.amp and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    lr_at = WarmupCosine(steps_per_epoch * config.epochs, int(round(config.warmup_epochs * steps_per_epoch)))
+    optimizer, scheduler, scaler = make_optimiser(model, config, lr_at, device)
     bf16 = bool(config.decoder_cpu_bf16) and device.type == "cpu" and cpu_bf16_supported()
     info["cpu_bf16"] = bf16
     gen = torch.Generator().manual_seed(int(config.seed))
 
     history: list[dict] = []
-    best_score, best_epoch, bad = -1.0, 0, 0
+    best_score, best_epoch = -1.0, 0
     best_state: dict | None = None
     stopped = "completed"
-    budget = config.max_minutes * 60 if config.max_minutes else None
-    t_start = time.perf_counter()
+    policy = StopPolicy(device, should_stop, config.max_minutes * 60 if config.max_minutes else None,
+                        config.early_stopping)
     epochs = range(config.epochs)
     if show_progress:
         from tqdm import tqdm
         epochs = tqdm(epochs, desc=f"{kind} epochs", unit="epoch", leave=False)
     for epoch in epochs:
-        if should_stop is not None and should_stop():
+        if policy.cancelled():
             stopped = "cancelled"
             break
         t0 = time.perf_counter()
         order = torch.randperm(n, generator=gen).to(device) if n > 1 else None
-        loss_sum = torch.zeros((), device=device)
-        steps, cancelled, late = 0, False, False
-        for s in range(0, n, bs):
-            if order is None:
-                xb, yb = x_all, y_all
-            else:
-                idx = order[s:s + bs]
-                xb, yb = x_all.index_select(0, idx), y_all.index_select(0, idx)
-            if cl:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            with autocast(device, config.amp or bf16, bf16):
-                logits = model(xb)
-            if bf16:
-                logits = logits.float()                     # the loss in float32
-            loss = segmentation_loss(logits, yb, weight, gamma, ignore)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            loss_sum += loss.detach()
-            steps += 1
-            if should_stop is not None and should_stop():
-                cancelled = True
-                break
-            if budget is not None and time.perf_counter() - t_start > budget:
-                late = True
-                break
-        mean_loss = float(loss_sum) / max(steps, 1)        # one sync per epoch, not per step
+        mean_loss, steps, why = _train_epoch(model, x_all, y_all, order, bs, (optimizer, scheduler, scaler),
+                                             lambda lg, yb: segmentation_loss(lg, yb, weight, gamma, ignore),
+                                             device, config.amp, bf16, cl, policy.check_batch)
+        cancelled, late = why == "cancelled", why == "time_budget"
         if not math.isfinite(mean_loss):
             raise MarsamError(f"the {kind} loss became {mean_loss} at epoch {epoch + 1}; lower the learning "
                               "rate (lr) or check the labels")
@@ -201,19 +163,19 @@ def _fit(model, x_all, y_all, val, config, out_dir, label_spec, normalization, i
         if late:
             row["partial_epoch_batches"] = steps
         history.append(row)
-        if score > best_score:
-            best_score, best_epoch, bad = score, epoch + 1, 0
+        improved = score > best_score
+        if improved:
+            best_score, best_epoch = score, epoch + 1
             if val is not None:                             # without validation the last epoch is best
                 best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
-        else:
-            bad += 1
+        early = policy.after_epoch(improved)
         if progress is not None:
             progress(epoch + 1, config.epochs, dict(row))
         if late:
             stopped = "time_budget"
             log.warning("time budget of %s min used up in epoch %d; stopping", config.max_minutes, epoch + 1)
             break
-        if config.early_stopping and bad >= config.early_stopping and epoch + 1 < config.epochs:
+        if early and epoch + 1 < config.epochs:
             stopped = "early_stopping"
             log.info("early stopping at epoch %d (best %d)", epoch + 1, best_epoch)
             break
@@ -221,6 +183,44 @@ def _fit(model, x_all, y_all, val, config, out_dir, label_spec, normalization, i
         stopped = "cancelled"
     return _finish(model, best_state, history, best_epoch, stopped, config, out_dir, label_spec, normalization,
                    info, kind, n, len(val[0]) if val is not None else 0, device, plot)
+
+
+def _class_weights(y_all: torch.Tensor, label_spec) -> torch.Tensor:
+    """Inverse-frequency class weights (mean 1) from the labelled pixels of all samples."""
+    y = y_all[y_all != label_spec.ignore_index].flatten()
+    counts = torch.bincount(y, minlength=label_spec.num_classes)
+    return inverse_frequency_weights(counts[:label_spec.num_classes].numpy())
+
+
+def _train_epoch(model, x_all, y_all, order, bs: int, opt, loss_fn, device, amp: bool, bf16: bool, cl: bool,
+                 interrupted) -> tuple[float, int, str | None]:
+    """One pass over the in-memory samples in ``order`` (None: one batch of all); returns the mean
+    loss (one device sync per epoch, not per step), the steps run and why it stopped early, if it did."""
+    optimizer, scheduler, scaler = opt
+    loss_sum = torch.zeros((), device=device)
+    steps, why = 0, None
+    for s in range(0, len(x_all), bs):
+        if order is None:
+            xb, yb = x_all, y_all
+        else:
+            idx = order[s:s + bs]
+            xb, yb = x_all.index_select(0, idx), y_all.index_select(0, idx)
+        if cl:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp or bf16, bf16):
+            logits = model(xb)
+        loss = loss_fn(logits.float() if bf16 else logits, yb)      # the loss in float32
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        loss_sum += loss.detach()
+        steps += 1
+        why = interrupted()
+        if why:
+            break
+    return float(loss_sum) / max(steps, 1), steps, why
 
 
 def _write_csv(out_dir: Path, history: list[dict]) -> None:

@@ -326,7 +326,7 @@ def _fit(task, train_ds, val_ds, config, out_dir, progress, should_stop, show_pr
     steps_per_epoch = max(1, len(batches))
     lr_at = WarmupCosine(steps_per_epoch * config.epochs, int(round(config.warmup_epochs * steps_per_epoch)))
     planned_epochs = config.epochs
-    optimizer, scheduler, scaler = _optimiser(model, config, lr_at, device)
+    optimizer, scheduler, scaler = make_optimiser(model, config, lr_at, device)
     ema = make_ema(model, config.ema)
     keeper = CheckpointKeeper(task, out_dir, {"kind": task.kind, "config": config.to_dict(), **task.info}, main)
     policy = StopPolicy(device, should_stop, config.max_minutes * 60 if config.max_minutes else None,
@@ -399,9 +399,9 @@ def _fit(task, train_ds, val_ds, config, out_dir, progress, should_stop, show_pr
                        stopped, summary)
 
 
-def _optimiser(model: nn.Module, config: TrainConfig, lr_at: WarmupCosine, device: torch.device):
-    """AdamW over the trainable parameters, its per-step schedule, and the fp16 loss scaler (GPUs
-    without bf16 only)."""
+def make_optimiser(model: nn.Module, config: TrainConfig, lr_at: WarmupCosine, device: torch.device):
+    """AdamW over the trainable parameters, its per-step schedule ``lr_at``, and the fp16 loss
+    scaler (GPUs without bf16 only); the decoder's in-memory loop uses them too."""
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
