@@ -25,7 +25,8 @@
 
 Targets (issue 16) are written into the JSON with the measured margin. The machine's load average
 is recorded at the start and at every write (the dev machines are shared). The JSON is rewritten
-after every phase. Run:
+after every phase. ``--busy-cores N`` keeps N other processes spinning for the whole run (a
+laptop with other work on it). Run:
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python benchmarks/bench_napari_loop.py
 """
@@ -67,6 +68,13 @@ def _pump(app, until, timeout: float) -> None:
             raise TimeoutError("the widget did not finish in time")
         app.processEvents()
         time.sleep(0.002)
+
+
+def _spin(n: int) -> list:
+    """``n`` processes that each keep one core busy (pure Python loops) until terminated."""
+    import subprocess
+    import sys
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
 
 
 def _target(measured: float, target: float) -> dict:
@@ -300,6 +308,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=5, help="labelled images (the paper: 5)")
     ap.add_argument("--repeats", type=int, default=5, help="timed prediction runs")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--busy-cores", type=int, default=0,
+                    help="other processes spinning on this many cores for the whole run (a loaded laptop)")
     args = ap.parse_args()
     if not (DATA / "images").is_dir():
         raise SystemExit(f"needs the AI4Mars data at {DATA}")
@@ -313,13 +323,20 @@ def main() -> None:
     env = "".join(f"{k}={os.environ[k]} " for k in ("MARSAM_GUI_THREADS",) if os.environ.get(k))
     report = {"benchmark": "napari_loop", "command": f"{env}xvfb-run -a python benchmarks/bench_napari_loop.py "
               f"--epochs {args.epochs} --old-epochs {args.old_epochs} --images {args.images} --repeats {args.repeats}"
+              + (f" --busy-cores {args.busy_cores}" if args.busy_cores else "")
               + (f" --out {args.out}" if args.out != OUT else ""),
               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "targets": TARGETS,
               "machine": _machine()}
-    report["student_prediction_1024"] = bench_predict(app, viewer, args.repeats)
-    _write(report, args.out)
-    bench_training(app, viewer, args.epochs, args.images, args.old_epochs, report, args.out)
-    _write(report, args.out)
+    hogs = _spin(args.busy_cores)
+    report["busy_cores"] = args.busy_cores
+    try:
+        report["student_prediction_1024"] = bench_predict(app, viewer, args.repeats)
+        _write(report, args.out)
+        bench_training(app, viewer, args.epochs, args.images, args.old_epochs, report, args.out)
+        _write(report, args.out)
+    finally:
+        for h in hogs:
+            h.terminate()
     viewer.close()
     print(json.dumps(report, indent=2))
 
