@@ -117,7 +117,6 @@ def build_card(run: Path, name: str, note: str = "", figure: str | None = None) 
     bench = _load(run / "bench_distill.json")
     s_eval = ev.get("student") or {}
     classes = s_eval.get("classes", ["soil", "bedrock", "sand", "big_rock"])
-    machine = s_eval.get("machine", {})
     distilled = bool(cfg.get("distill", True)) and (summ.get("student") or {}).get("distilled", True)
     calib = ((s_eval.get("training") or {}).get("calibration")) or {}
     lines = [f"# Model card: `{name}`", "",
@@ -126,24 +125,45 @@ def build_card(run: Path, name: str, note: str = "", figure: str | None = None) 
                                 "trained on labels alone (no teacher)") + " with marsam's own commands.", ""]
     if note:
         lines += [note, ""]
-    lines += ["## Use", "", "```python", "from segmodels.predictors import load_predictor",
-              f'p = load_predictor("{name}")                 # the shipped weights',
-              "from segmodels.images import load_image",
-              "probs = p.probabilities(load_image('navcam.jpg'))   # K x H x W, calibrated (see below)",
-              "labels = probs.argmax(0)                            # class ids of p.label_spec", "```", "",
-              f"or `marsam predict --pretrained {name} --images DIR --out OUT`.", "",
-              f"Input: {cfg.get('channels', 1)}-channel (grey) image; the numbers below are at {s_eval.get('input_size')} px.", "",
-              "## Training data and settings", "",
-              f"- Data: `{cfg.get('data')}` (AI4Mars MSL NAVCAM subset, 256 px JPEGs), split `{cfg.get('train_split')}` "
-              f"for training, `{cfg.get('val_split')}` for validation and every number below. Nothing else was used for "
-              "model selection.",
-              f"- Training images: {(summ.get('student') or {}).get('train_images')} of the train split "
-              + (f"(first {cfg.get('limit')} in marsam's fixed hash order, " if cfg.get('limit') else "(all of it, ")
-              + "unlabelled masks skipped); per-epoch validation (best-checkpoint choice) on "
-              + (f"the first {cfg.get('val_limit')}" if cfg.get('val_limit') else "all")
-              + f" val images; final evaluation on "
-              f"the whole val split ({s_eval.get('images')} images).",
-              f"- Student: {_recipe(cfg)}."]
+    lines += _use_lines(name, cfg, s_eval) + _training_lines(cfg, summ, s_eval, distilled)
+    lines += _calibration_lines(calib) + _val_lines(ev, s_eval, classes)
+    seeds = seed_comparison(run)
+    lines += _seed_lines(seeds) + _speed_lines(bench)
+    if s_eval.get("worst"):
+        lines += ["", "## What it is bad at", "",
+                  "The val images with the lowest pixel accuracy over their labelled pixels: "
+                  + ", ".join(f"`{w['id']}` ({w['pixel_accuracy']:.2f})" for w in s_eval["worst"]) + "."]
+        if figure:
+            lines += ["", f"![worst val images: image, ground truth, prediction]({figure})"]
+    lines += _targets(ev, bench, cfg, seeds)
+    commands = (run / "pipeline.sh").read_text() if (run / "pipeline.sh").is_file() else ""
+    if commands:
+        lines += ["", "## Exact commands", "", "```bash", commands.strip(), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def _use_lines(name: str, cfg: dict, s_eval: dict) -> list[str]:
+    return ["## Use", "", "```python", "from segmodels.predictors import load_predictor",
+            f'p = load_predictor("{name}")                 # the shipped weights',
+            "from segmodels.images import load_image",
+            "probs = p.probabilities(load_image('navcam.jpg'))   # K x H x W, calibrated (see below)",
+            "labels = probs.argmax(0)                            # class ids of p.label_spec", "```", "",
+            f"or `marsam predict --pretrained {name} --images DIR --out OUT`.", "",
+            f"Input: {cfg.get('channels', 1)}-channel (grey) image; the numbers below are at {s_eval.get('input_size')} px.", ""]
+
+
+def _training_lines(cfg: dict, summ: dict, s_eval: dict, distilled: bool) -> list[str]:
+    lines = ["## Training data and settings", "",
+             f"- Data: `{cfg.get('data')}` (AI4Mars MSL NAVCAM subset, 256 px JPEGs), split `{cfg.get('train_split')}` "
+             f"for training, `{cfg.get('val_split')}` for validation and every number below. Nothing else was used for "
+             "model selection.",
+             f"- Training images: {(summ.get('student') or {}).get('train_images')} of the train split "
+             + (f"(first {cfg.get('limit')} in marsam's fixed hash order, " if cfg.get('limit') else "(all of it, ")
+             + "unlabelled masks skipped); per-epoch validation (best-checkpoint choice) on "
+             + (f"the first {cfg.get('val_limit')}" if cfg.get('val_limit') else "all")
+             + f" val images; final evaluation on "
+             f"the whole val split ({s_eval.get('images')} images).",
+             f"- Student: {_recipe(cfg)}."]
     if distilled:
         lines.append(f"- Distillation: alpha {cfg.get('alpha')} * CE(labels) + (1 - alpha) * T^2 * KL(teacher || student), "
                      f"T = {cfg.get('temperature')}, KL on {cfg.get('kd_pixels', 'labelled')} pixels.")
@@ -154,25 +174,34 @@ def build_card(run: Path, name: str, note: str = "", figure: str | None = None) 
             lines.append(f"  - {label}: {sm.get('epochs_run')} epochs ({sm.get('stopped')}), "
                          f"{_f((sm.get('seconds') or 0) / 60, 1)} min, best epoch {sm.get('best_epoch')}, "
                          f"{sm.get('images_per_second')} training images/s")
+    return lines
+
+
+def _calibration_lines(calib: dict) -> list[str]:
     if calib and calib.get("applied", True):
-        lines += ["", "## Calibration", "",
-                  f"A temperature T = {calib.get('temperature')} was fitted on {calib.get('fitted_on')} "
-                  f"(`marsam calibrate`) and folded into the head: expected calibration error "
-                  f"{_f(calib.get('ece_before'))} before, {_f(calib.get('ece_after'))} after. The predicted class, "
-                  "and so every accuracy figure, is unchanged; probabilities, entropy and confidence maps are the "
-                  "calibrated ones. T was fitted on the same val split it is reported on."]
-    elif calib:
-        lines += ["", "## Calibration", "",
-                  f"`marsam calibrate` fitted T = {calib.get('fitted_temperature')} (minimum NLL) on "
-                  f"{calib.get('fitted_on')}, but with it the expected calibration error would rise from "
-                  f"{_f(calib.get('ece_before'))} to {_f(calib.get('ece_with_fitted_temperature'))}, so the "
-                  f"weights keep T = 1 (ECE {_f(calib.get('ece_before'))}, measured on the same val split)."]
-    lines += ["", "## Measured on val", "",
-              f"Machine: {machine.get('platform')}, {machine.get('processor')}, {machine.get('cpu_count')} CPU cores "
-              f"shared with other jobs, torch {machine.get('torch')}, device `{machine.get('device')}`, "
-              f"{machine.get('torch_threads')} torch thread(s).", "",
-              "| model | params | GFLOPs | val mIoU | pixel acc. | " + " | ".join(f"IoU {c}" for c in classes)
-              + " | macro F1 | ECE |", "|---" * (7 + len(classes)) + "|"]
+        return ["", "## Calibration", "",
+                f"A temperature T = {calib.get('temperature')} was fitted on {calib.get('fitted_on')} "
+                f"(`marsam calibrate`) and folded into the head: expected calibration error "
+                f"{_f(calib.get('ece_before'))} before, {_f(calib.get('ece_after'))} after. The predicted class, "
+                "and so every accuracy figure, is unchanged; probabilities, entropy and confidence maps are the "
+                "calibrated ones. T was fitted on the same val split it is reported on."]
+    if calib:
+        return ["", "## Calibration", "",
+                f"`marsam calibrate` fitted T = {calib.get('fitted_temperature')} (minimum NLL) on "
+                f"{calib.get('fitted_on')}, but with it the expected calibration error would rise from "
+                f"{_f(calib.get('ece_before'))} to {_f(calib.get('ece_with_fitted_temperature'))}, so the "
+                f"weights keep T = 1 (ECE {_f(calib.get('ece_before'))}, measured on the same val split)."]
+    return []
+
+
+def _val_lines(ev: dict, s_eval: dict, classes: list[str]) -> list[str]:
+    machine = s_eval.get("machine", {})
+    lines = ["", "## Measured on val", "",
+             f"Machine: {machine.get('platform')}, {machine.get('processor')}, {machine.get('cpu_count')} CPU cores "
+             f"shared with other jobs, torch {machine.get('torch')}, device `{machine.get('device')}`, "
+             f"{machine.get('torch_threads')} torch thread(s).", "",
+             "| model | params | GFLOPs | val mIoU | pixel acc. | " + " | ".join(f"IoU {c}" for c in classes)
+             + " | macro F1 | ECE |", "|---" * (7 + len(classes)) + "|"]
     for m, label in MODELS:
         e = ev.get(m)
         if e:
@@ -187,19 +216,7 @@ def build_card(run: Path, name: str, note: str = "", figure: str | None = None) 
         from .metrics import confusion_to_markdown
         lines += ["", "Confusion matrix (pixels, rows = truth):", "",
                   confusion_to_markdown(s_eval["confusion_matrix"], classes)]
-    seeds = seed_comparison(run)
-    lines += _seed_lines(seeds) + _speed_lines(bench)
-    if s_eval.get("worst"):
-        lines += ["", "## What it is bad at", "",
-                  "The val images with the lowest pixel accuracy over their labelled pixels: "
-                  + ", ".join(f"`{w['id']}` ({w['pixel_accuracy']:.2f})" for w in s_eval["worst"]) + "."]
-        if figure:
-            lines += ["", f"![worst val images: image, ground truth, prediction]({figure})"]
-    lines += _targets(ev, bench, cfg, seeds)
-    commands = (run / "pipeline.sh").read_text() if (run / "pipeline.sh").is_file() else ""
-    if commands:
-        lines += ["", "## Exact commands", "", "```bash", commands.strip(), "```"]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _rock(e: dict):
