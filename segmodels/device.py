@@ -72,7 +72,8 @@ def default_threads() -> int:
 
     The Qt thread mostly sleeps and the kernel wakes it ahead of torch's busy threads: on the
     2-core development machine the longest Qt stall while the decoder trained on both cores was
-    9 ms, 6 ms with another process spinning on one core (``benchmarks/bench_napari_loop.py``),
+    under 10 ms, also with another process spinning on one core (``benchmarks/bench_napari_loop.py``
+    with ``--busy-cores 1``),
     and the decoder trains 1.5x faster than on one core. (Until issue 16's stalls were found at
     their causes, the workers left a core to the GUI.) ``MARSAM_GUI_THREADS=N`` sets another
     number, e.g. 1 to leave a core to other programs."""
