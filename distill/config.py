@@ -45,7 +45,7 @@ class TrainConfig:
     decoder_out_size: int = 256        #: decoder logits resolution in SAM's 1024 frame during training
     decoder_cpu_bf16: bool = True      #: train the domain decoder in bf16 autocast on a CPU with native
                                        #: bf16 instructions (AVX512-BF16/AMX; float32 elsewhere)
-    train_cpu_bf16: bool = False       #: the same for teacher and student training on a CPU (2.5x for the
+    train_cpu_bf16: bool = False       #: the same for teacher and student training on a CPU (2.1x for the
                                        #: paper-size teacher on the dev machine); off by default: the
                                        #: profiles' numbers were measured in float32. Validation stays float32
     # optimisation
