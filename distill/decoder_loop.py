@@ -45,15 +45,15 @@ from torch import nn
 
 from segmodels.atomic import atomic_write_json
 from segmodels.checkpoints import save_checkpoint
-from segmodels.device import autocast, cpu_bf16_supported, default_threads, pick_device, torch_threads
+from segmodels.device import autocast, cpu_bf16_supported, default_threads, pick_device, torch_threads  # noqa: F401 (default_threads re-exported)
 from segmodels.errors import MarsamError
 
-from .config import TrainConfig, save_config
+from .config import TrainConfig
 from .losses import inverse_frequency_weights, segmentation_loss
 from .metrics import SegmentationMetrics
 from .stopping import StopPolicy
-from .train_loop import (ProgressFn, StopFn, TrainResult, WarmupCosine, make_optimiser, seed_everything,
-                         weight_digest, write_history)
+from .train_loop import (ProgressFn, StopFn, TrainResult, make_optimiser, start_run, weight_digest,
+                         write_history)
 
 log = logging.getLogger(__name__)
 
@@ -101,25 +101,19 @@ def fit_in_memory(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
 def _fit(model, x_all, y_all, val, config, out_dir, label_spec, normalization, info, kind,
          progress, should_stop, show_progress, plot) -> TrainResult:
     device = pick_device(config.device)
-    seed_everything(config.seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, out_dir / "config.yaml")
+    start_run(config, out_dir)
     ignore = label_spec.ignore_index
     weight = _class_weights(y_all, label_spec).to(device) if config.class_weights else None
     if weight is not None:
         info["class_weights"] = [round(float(w), 4) for w in weight]
     gamma = config.focal_gamma if config.loss == "focal" else 0.0
+    cl = bool(config.channels_last)   # oneDNN (CPU) and cuDNN both run these convolutions faster on NHWC
     model = model.to(device).train()
+    model = model.to(memory_format=torch.channels_last) if cl else model
     x_all, y_all = x_all.to(device), y_all.to(device)
-    cl = bool(config.channels_last)
-    if cl:      # oneDNN (CPU) and cuDNN both run these convolutions faster on NHWC memory
-        model = model.to(memory_format=torch.channels_last)
-    if val is not None:
-        val = (val[0].to(device), val[1].to(device))
+    val = (val[0].to(device), val[1].to(device)) if val is not None else None
     n, bs = len(x_all), max(1, int(config.batch_size))
-    steps_per_epoch = math.ceil(n / bs)
-    lr_at = WarmupCosine(steps_per_epoch * config.epochs, int(round(config.warmup_epochs * steps_per_epoch)))
-    optimizer, scheduler, scaler = make_optimiser(model, config, lr_at, device)
+    optimizer, scheduler, scaler, _ = make_optimiser(model, config, math.ceil(n / bs), device)
     bf16 = bool(config.decoder_cpu_bf16) and device.type == "cpu" and cpu_bf16_supported()
     info["cpu_bf16"] = bf16
     gen = torch.Generator().manual_seed(int(config.seed))

@@ -313,10 +313,7 @@ def fit(task: Task, train_ds: Dataset, val_ds: Dataset | None, config: TrainConf
 def _fit(task, train_ds, val_ds, config, out_dir, progress, should_stop, show_progress,
          device, rank, world) -> TrainResult:
     main = rank == 0
-    seed_everything(config.seed)
-    if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, out_dir / "config.yaml")
+    start_run(config, out_dir, write=main)
     model = task.model.to(device)
     cl = config.channels_last and device.type == "cuda"
     if cl:
@@ -324,9 +321,8 @@ def _fit(task, train_ds, val_ds, config, out_dir, progress, should_stop, show_pr
     task.setup(device, train_ds)
     sampler, batches = make_batches(train_ds, config, device, rank, world, cl)
     steps_per_epoch = max(1, len(batches))
-    lr_at = WarmupCosine(steps_per_epoch * config.epochs, int(round(config.warmup_epochs * steps_per_epoch)))
     planned_epochs = config.epochs
-    optimizer, scheduler, scaler = make_optimiser(model, config, lr_at, device)
+    optimizer, scheduler, scaler, lr_at = make_optimiser(model, config, steps_per_epoch, device)
     ema = make_ema(model, config.ema)
     keeper = CheckpointKeeper(task, out_dir, {"kind": task.kind, "config": config.to_dict(), **task.info}, main)
     policy = StopPolicy(device, should_stop, config.max_minutes * 60 if config.max_minutes else None,
@@ -399,14 +395,24 @@ def _fit(task, train_ds, val_ds, config, out_dir, progress, should_stop, show_pr
                        stopped, summary)
 
 
-def make_optimiser(model: nn.Module, config: TrainConfig, lr_at: WarmupCosine, device: torch.device):
-    """AdamW over the trainable parameters, its per-step schedule ``lr_at``, and the fp16 loss
-    scaler (GPUs without bf16 only); the decoder's in-memory loop uses them too."""
+def start_run(config: TrainConfig, out_dir: Path, write: bool = True) -> None:
+    """Seed everything; create ``out_dir`` with the run's config.yaml (``write``: rank 0 only)."""
+    seed_everything(config.seed)
+    if write:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, out_dir / "config.yaml")
+
+
+def make_optimiser(model: nn.Module, config: TrainConfig, steps_per_epoch: int, device: torch.device):
+    """AdamW over the trainable parameters, its per-step schedule (a :class:`WarmupCosine` over
+    ``config.epochs``, returned too: budget fitting shortens it), and the fp16 loss scaler (GPUs
+    without bf16 only); the decoder's in-memory loop uses them too."""
+    lr_at = WarmupCosine(steps_per_epoch * config.epochs, int(round(config.warmup_epochs * steps_per_epoch)))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
     use_scaler = device.type == "cuda" and config.amp and not torch.cuda.is_bf16_supported()
-    return optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=use_scaler)
+    return optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=use_scaler), lr_at
 
 
 def _stop_after_epoch(interrupted: str | None, early: bool, epoch: int, n: int, config: TrainConfig,

@@ -41,13 +41,13 @@ class JobPanel(Container):
         self.extend([self.bar, self.cancel_btn, self.message])
         self.cancel_btn.changed.connect(self.cancel)
         self.job: Job | None = None
-        self.showing = False              # on_done's layer steps still running, one per Qt turn
+        self.showing = 0                  # jobs whose on_done layer steps still run, one per Qt turn
         self.worker = None
         self._timer = None
 
     @property
     def busy(self) -> bool:
-        return self.job is not None or self.showing
+        return self.job is not None or self.showing > 0
 
     def run(self, fn: Callable, *args, desc: str, on_done: Callable | None = None,
             on_finally: Callable | None = None) -> Job:
@@ -87,10 +87,10 @@ class JobPanel(Container):
             outcome["text"] = "done"
             if steps:
                 outcome["steps"] = list(steps)
-                self.showing = True
+                self.showing += 1
 
-        def finish():
-            self.showing = False
+        def finish(shown: bool = False):
+            self.showing -= shown
             if self.job is None:
                 self.message.value = f"{desc}: {outcome['text']}"
             if on_finally is not None:
@@ -100,7 +100,7 @@ class JobPanel(Container):
             release()
             steps = outcome.pop("steps", None)
             if steps:
-                workers.in_turns(steps, then=finish, doing=desc)
+                workers.in_turns(steps, then=lambda: finish(shown=True), doing=desc)
             else:
                 finish()
 
